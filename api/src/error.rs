@@ -1,0 +1,143 @@
+//! The one place where failures become HTTP: every error, including the framework's
+//! own (bad JSON, wrong content type, unknown route, oversize body, bad query
+//! value), leaves as `{"success": false, "error": CODE, "message": …}`.
+use poem::{
+    error::ResponseError,
+    http::{header, StatusCode},
+    Response,
+};
+use poem_openapi::{
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+    ApiResponse, Object,
+};
+use partway_core::{domain::ErrorCode, service::AppError};
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// Machine-readable code, e.g. `UPLOAD_NOT_FOUND`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Client { code, message } => ApiError::new(code, message),
+            AppError::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                ApiError::new(ErrorCode::ServiceUnavailable, "a service partway depends on is unavailable; retry shortly")
+            }
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ApiError::new(ErrorCode::InternalError, "internal error")
+            }
+        }
+    }
+}
+
+pub fn envelope(code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({"success": false, "error": code.as_str(), "message": message});
+    Response::builder()
+        .status(StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(body.to_string())
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn as_response(&self) -> Response {
+        envelope(self.code, &self.message)
+    }
+}
+
+/// Documents the error statuses of every operation.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let statuses: [(u16, &str); 9] = [
+            (400, "Invalid input (see `error` for the code)"),
+            (401, "Missing or invalid API key"),
+            (404, "Unknown upload or route"),
+            (409, "The upload's state does not allow this"),
+            (410, "The upload expired"),
+            (413, "Body too large"),
+            (415, "Content-Type must be application/json"),
+            (500, "Internal error (no details are exposed)"),
+            (503, "A dependency (database, queue, storage) is unavailable"),
+        ];
+        MetaResponses {
+            responses: statuses
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json; charset=utf-8",
+                        schema: ErrorBody::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+/// Maps any error reaching the top of the app to the envelope.
+pub fn to_envelope(err: poem::Error) -> Response {
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return api.as_response();
+    }
+    let status = err.status();
+    let (code, message): (ErrorCode, String) = if err.is::<poem_openapi::error::ParseParamError>() {
+        (ErrorCode::InvalidParameter, err.to_string())
+    } else if err.is::<poem_openapi::error::ParsePathError>() {
+        (ErrorCode::InvalidParameter, err.to_string())
+    } else if err.is::<poem_openapi::error::AuthorizationError>() {
+        (ErrorCode::Unauthorized, "an API key is required (x-api-key header or Authorization: Bearer)".into())
+    } else if err.is::<poem_openapi::error::ContentTypeError>() {
+        (ErrorCode::UnsupportedMediaType, "Content-Type must be application/json".into())
+    } else {
+        match status {
+            StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route".into()),
+            StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route".into()),
+            StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "Content-Type must be application/json".into()),
+            StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "an API key is required".into()),
+            StatusCode::SERVICE_UNAVAILABLE => (ErrorCode::ServiceUnavailable, "service unavailable".into()),
+            s if s.is_client_error() => (ErrorCode::InvalidParameter, err.to_string()),
+            _ => {
+                tracing::error!(error = %err, "unhandled error");
+                (ErrorCode::InternalError, "internal error".into())
+            }
+        }
+    };
+    envelope(code, &message)
+}

@@ -1,0 +1,71 @@
+//! partway's HTTP front door (poem + poem-openapi).
+mod body;
+pub mod error;
+pub mod models;
+mod routes;
+
+use std::sync::Arc;
+
+use partway_core::service::Services;
+use poem::{
+    endpoint::make_sync,
+    http::{header, Method},
+    middleware::{Cors, SizeLimit, Tracing},
+    web::WithContentType,
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
+};
+use poem_openapi::OpenApiService;
+
+pub use routes::UploadApi;
+
+/// Large enough for a 10,000-part complete body.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn openapi_service(services: Arc<Services>) -> OpenApiService<UploadApi, ()> {
+    OpenApiService::new(UploadApi { services }, "partway", env!("CARGO_PKG_VERSION"))
+        .description("Resumable multipart uploads to S3-compatible storage. Clients PUT part bytes straight to storage through presigned URLs.")
+}
+
+/// The spec as served at `/openapi.yaml` and committed as `openapi.yaml`.
+pub fn openapi_yaml(services: Arc<Services>) -> String {
+    openapi_service(services).spec_yaml()
+}
+
+/// The whole HTTP app: API, docs, spec, health; every error in the envelope.
+pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
+    let api = openapi_service(services);
+    let spec = api.spec_yaml();
+    let docs = api.swagger_ui();
+    let route = Route::new()
+        .nest("/docs", docs)
+        .at(
+            "/openapi.yaml",
+            make_sync(move |_| WithContentType::into_response(spec.clone().with_content_type("application/yaml"))),
+        )
+        .nest("/", api);
+    let cors = if cors_origins.is_empty() {
+        None
+    } else {
+        let mut cors = Cors::new()
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+            .allow_headers(["x-api-key", "authorization", "content-type", "idempotency-key"])
+            .max_age(600);
+        if !cors_origins.iter().any(|o| o == "*") {
+            cors = cors.allow_origins(cors_origins.iter().map(String::as_str));
+        }
+        Some(cors)
+    };
+    route
+        .with(SizeLimit::new(MAX_BODY_BYTES))
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(Tracing)
+        .catch_all_error(|err| async move { error::to_envelope(err) })
+        .map_to_response()
+        .into_endpoint()
+}
+
+/// Content type helper kept here so `app` reads top-down.
+#[allow(dead_code)]
+fn yaml_header() -> (header::HeaderName, &'static str) {
+    (header::CONTENT_TYPE, "application/yaml")
+}

@@ -1,0 +1,332 @@
+//! Configuration, layered: defaults → optional TOML file (`PARTWAY_CONFIG`, else
+//! `partway.toml` when present) → `PARTWAY_*` environment → `PARTWAY_*_FILE` secrets.
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Format, Serialized, Toml},
+    Figment,
+};
+use serde::{de, Deserialize, Deserializer, Serialize};
+
+use crate::domain::Provider;
+
+/// A configuration value that must never be printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(#[serde(deserialize_with = "lossy_string")] String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Environment values like `9000` or `true` arrive typed; string settings take them
+/// as text.
+fn lossy_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Any::deserialize(d)? {
+        Any::S(s) => s,
+        Any::U(n) => n.to_string(),
+        Any::I(n) => n.to_string(),
+        Any::F(n) => n.to_string(),
+        Any::B(b) => b.to_string(),
+    })
+}
+
+fn lossy_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(lossy_string(d)?).filter(|s| !s.is_empty()))
+}
+
+fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(lossy_opt_string(d)?.map(Secret))
+}
+
+/// `7d`, `3600s`, `90m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse_duration(&lossy_string(d)?).map_err(de::Error::custom)
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}s", d.as_secs()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// Comma-separated origins, or `*`.
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub cors_origins: Option<String>,
+    pub data_dir: PathBuf,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub dev_api_key: Option<Secret>,
+    pub embedded_s3_bind: SocketAddr,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub database_url: Option<Secret>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub amqp_url: Option<Secret>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub redis_url: Option<Secret>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub s3_endpoint: Option<String>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub s3_region: Option<String>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub s3_bucket: Option<String>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub s3_access_key_id: Option<Secret>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub s3_secret_access_key: Option<Secret>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub s3_public_endpoint: Option<String>,
+    #[serde(default)]
+    pub s3_force_path_style: Option<bool>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub r2_account_id: Option<String>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub r2_bucket: Option<String>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub r2_access_key_id: Option<Secret>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub r2_secret_access_key: Option<Secret>,
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub default_provider: Option<String>,
+    #[serde(deserialize_with = "opt_secret", default)]
+    pub master_key: Option<Secret>,
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub upload_ttl: Duration,
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub url_ttl: Duration,
+    /// First segment of every object key.
+    #[serde(deserialize_with = "lossy_string")]
+    pub key_prefix: String,
+    /// How often the sweeper looks for expired uploads.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub sweep_interval: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_origins: None,
+            data_dir: PathBuf::from("./data"),
+            dev_api_key: None,
+            embedded_s3_bind: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            database_url: None,
+            amqp_url: None,
+            redis_url: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_bucket: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_public_endpoint: None,
+            s3_force_path_style: None,
+            r2_account_id: None,
+            r2_bucket: None,
+            r2_access_key_id: None,
+            r2_secret_access_key: None,
+            default_provider: None,
+            master_key: None,
+            upload_ttl: Duration::from_secs(7 * 24 * 3600),
+            url_ttl: Duration::from_secs(7 * 24 * 3600),
+            key_prefix: "uploads".into(),
+            sweep_interval: Duration::from_secs(60),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// SigV4 presigned URLs cannot live longer than 7 days.
+pub const MAX_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+const SECRET_FILE_KEYS: [&str; 9] = [
+    "DEV_API_KEY",
+    "DATABASE_URL",
+    "AMQP_URL",
+    "REDIS_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+    "MASTER_KEY",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads from the process environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(std::env::vars().collect())
+    }
+
+    /// Loads from the given environment (tests pass their own).
+    pub fn load_from(env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match lookup("PARTWAY_CONFIG") {
+            Some(path) => {
+                if !std::path::Path::new(&path).exists() {
+                    return Err(ConfigError::Invalid(format!("PARTWAY_CONFIG file {path} does not exist")));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("partway.toml")),
+        }
+        let mut from_files = Vec::new();
+        for key in SECRET_FILE_KEYS {
+            if let Some(path) = lookup(&format!("PARTWAY_{key}_FILE")) {
+                let content = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::Invalid(format!("PARTWAY_{key}_FILE: cannot read {path}: {e}"))
+                })?;
+                from_files.push((key.to_ascii_lowercase(), content.trim().to_string()));
+            }
+        }
+        let env_pairs: Vec<(String, String)> = env
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("PARTWAY_")?;
+                (key != "CONFIG" && !key.ends_with("_FILE")).then(|| (key.to_ascii_lowercase(), v.clone()))
+            })
+            .collect();
+        for (key, value) in env_pairs {
+            figment = figment.merge(Serialized::global(&key, value));
+        }
+        for (key, value) in from_files {
+            figment = figment.merge(Serialized::global(&key, value));
+        }
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if config.url_ttl > MAX_URL_TTL {
+            config.url_ttl = MAX_URL_TTL;
+        }
+        if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
+            return Err(ConfigError::Invalid("PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into()));
+        }
+        if let Some(provider) = &config.default_provider {
+            provider
+                .parse::<Provider>()
+                .map_err(|_| ConfigError::Invalid(format!("PARTWAY_DEFAULT_PROVIDER must be S3 or R2, not {provider:?}")))?;
+        }
+        Ok(config)
+    }
+
+    /// The embedded S3 endpoint runs only when no S3 bucket or endpoint is set.
+    pub fn uses_embedded_s3(&self) -> bool {
+        self.s3_bucket.is_none() && self.s3_endpoint.is_none()
+    }
+
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origins
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_environment() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.bind.port(), 8080);
+        assert_eq!(config.upload_ttl, Duration::from_secs(604_800));
+        assert!(config.uses_embedded_s3());
+    }
+
+    #[test]
+    fn environment_overrides_and_numbers_become_strings() {
+        let config = Config::load_from(env(&[
+            ("PARTWAY_BIND", "127.0.0.1:0"),
+            ("PARTWAY_S3_BUCKET", "12345"),
+            ("PARTWAY_S3_ACCESS_KEY_ID", "777"),
+            ("PARTWAY_UPLOAD_TTL", "3600s"),
+            ("PARTWAY_URL_TTL", "30d"),
+            ("PARTWAY_S3_FORCE_PATH_STYLE", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(config.bind.port(), 0);
+        assert_eq!(config.s3_bucket.as_deref(), Some("12345"));
+        assert_eq!(config.s3_access_key_id.as_ref().unwrap().expose(), "777");
+        assert_eq!(config.upload_ttl, Duration::from_secs(3600));
+        assert_eq!(config.url_ttl, MAX_URL_TTL, "capped at SigV4's 7 days");
+        assert_eq!(config.s3_force_path_style, Some(false));
+        assert!(!config.uses_embedded_s3());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = std::env::temp_dir().join(format!("partway-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let config = Config::load_from(env(&[(
+            "PARTWAY_S3_SECRET_ACCESS_KEY_FILE",
+            path.to_str().unwrap(),
+        )]))
+        .unwrap();
+        let secret = config.s3_secret_access_key.clone().unwrap();
+        assert_eq!(secret.expose(), "from-file");
+        assert!(!format!("{config:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let err = Config::load_from(env(&[("PARTWAY_UPLOAD_TTL", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("upload_ttl"), "{err}");
+        let err = Config::load_from(env(&[("PARTWAY_DEFAULT_PROVIDER", "GCS")])).unwrap_err();
+        assert!(err.to_string().contains("S3 or R2"), "{err}");
+        let err = Config::load_from(env(&[("PARTWAY_CONFIG", "/nonexistent.toml")])).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,237 @@
+//! Job rows: kinds, payloads, and the lease-based claim used by the embedded queue
+//! (the database row is the job; RabbitMQ only carries its id in the distributed mode).
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use partway_entity::job;
+use sea_orm::{
+    sea_query::{Expr, ExprTrait}, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::ports::JobQueue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Init,
+    Resume,
+    Complete,
+    Abort,
+    Expire,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Init => "init",
+            JobKind::Resume => "resume",
+            JobKind::Complete => "complete",
+            JobKind::Abort => "abort",
+            JobKind::Expire => "expire",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobKind> {
+        [JobKind::Init, JobKind::Resume, JobKind::Complete, JobKind::Abort, JobKind::Expire]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// Input of a complete job: the parts the client named, or None for "what storage lists".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CompletePayload {
+    pub parts: Option<Vec<(u32, String)>>,
+}
+
+pub const STATE_PENDING: &str = "pending";
+pub const STATE_RUNNING: &str = "running";
+pub const STATE_DONE: &str = "done";
+pub const STATE_FAILED: &str = "failed";
+
+/// A worker that holds a job longer than this is presumed dead and the job is taken again.
+pub const LEASE: Duration = Duration::from_secs(120);
+/// Attempts before a job is given up and its upload shows the error.
+pub const MAX_ATTEMPTS: i32 = 8;
+
+/// Exponential backoff: 1 s, 2 s, 4 s … capped at 5 minutes.
+pub fn backoff(attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs(std::cmp::Ord::min(2u64.saturating_pow(exp), 300))
+}
+
+pub fn new_job(upload_id: Uuid, kind: JobKind, payload: serde_json::Value) -> job::ActiveModel {
+    let now = Utc::now();
+    job::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        upload_id: Set(upload_id),
+        kind: Set(kind.as_str().to_string()),
+        payload: Set(payload),
+        state: Set(STATE_PENDING.to_string()),
+        attempts: Set(0),
+        run_after: Set(now),
+        leased_until: Set(None),
+        last_error: Set(None),
+        published_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+/// Takes one job if it is due (pending, or running with a lapsed lease). A
+/// conditional update, so two workers never both get it.
+pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job::Model>, DbErr> {
+    let now = Utc::now();
+    let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    let claimable = sea_orm::Condition::any()
+        .add(
+            sea_orm::Condition::all()
+                .add(job::Column::State.eq(STATE_PENDING))
+                .add(job::Column::RunAfter.lte(now)),
+        )
+        .add(
+            sea_orm::Condition::all()
+                .add(job::Column::State.eq(STATE_RUNNING))
+                .add(job::Column::LeasedUntil.lt(now)),
+        );
+    let updated = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value(STATE_RUNNING))
+        .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
+        .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(claimable)
+        .exec(db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Ok(None);
+    }
+    job::Entity::find_by_id(job_id).one(db).await
+}
+
+/// Ids of jobs that are due now, oldest first.
+pub async fn due_jobs(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+    let now = Utc::now();
+    let rows = job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .filter(
+            sea_orm::Condition::any()
+                .add(
+                    sea_orm::Condition::all()
+                        .add(job::Column::State.eq(STATE_PENDING))
+                        .add(job::Column::RunAfter.lte(now)),
+                )
+                .add(
+                    sea_orm::Condition::all()
+                        .add(job::Column::State.eq(STATE_RUNNING))
+                        .add(job::Column::LeasedUntil.lt(now)),
+                ),
+        )
+        .order_by_asc(job::Column::RunAfter)
+        .limit(limit)
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// When the next pending job becomes due (for the embedded runner's timer).
+pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<chrono::DateTime<Utc>>, DbErr> {
+    let next = job::Entity::find()
+        .filter(job::Column::State.eq(STATE_PENDING))
+        .order_by_asc(job::Column::RunAfter)
+        .one(db)
+        .await?;
+    Ok(next.map(|j| j.run_after))
+}
+
+pub async fn finish(db: &impl ConnectionTrait, job_id: Uuid, state: &str, error: Option<String>) -> Result<(), DbErr> {
+    job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value(state))
+        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(job::Column::LastError, Expr::value(error))
+        .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(job::Column::Id.eq(job_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn retry_later(db: &impl ConnectionTrait, job: &job::Model, error: String) -> Result<(), DbErr> {
+    let run_after = Utc::now() + chrono::Duration::from_std(backoff(job.attempts)).unwrap_or_default();
+    job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value(STATE_PENDING))
+        .col_expr(job::Column::RunAfter, Expr::value(run_after))
+        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(job::Column::LastError, Expr::value(Some(error)))
+        .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(job::Column::Id.eq(job.id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes every job a dead process held claimable again (embedded mode: one process).
+pub async fn release_all_leases(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let result = job::Entity::update_many()
+        .col_expr(job::Column::State, Expr::value(STATE_PENDING))
+        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .filter(job::Column::State.eq(STATE_RUNNING))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// The embedded queue: job rows are the queue; submitting wakes the in-process runner.
+#[derive(Default, Clone)]
+pub struct EmbeddedQueue {
+    wake: Arc<Notify>,
+}
+
+impl EmbeddedQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+#[async_trait]
+impl JobQueue for EmbeddedQueue {
+    async fn submit(&self, _job_ids: &[Uuid]) {
+        self.wake.notify_one();
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [JobKind::Init, JobKind::Resume, JobKind::Complete, JobKind::Abort, JobKind::Expire] {
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(JobKind::parse("nope"), None);
+    }
+}

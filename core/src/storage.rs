@@ -1,0 +1,395 @@
+//! `ObjectStorage` over aws-sdk-s3: one implementation for AWS S3, R2, MinIO and the
+//! embedded endpoint. `StorageRegistry` picks the bucket and credentials of each
+//! upload: the server's, or the ones a client brought (bring-your-own).
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use aws_sdk_s3::{
+    config::{
+        retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region,
+        RequestChecksumCalculation, ResponseChecksumValidation,
+    },
+    error::{ProvideErrorMetadata, SdkError},
+    presigning::PresigningConfig,
+    types::{CompletedMultipartUpload, CompletedPart},
+    Client,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    domain::Provider,
+    ports::{CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StoredPart},
+};
+
+/// Access keys for one bucket. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for StorageCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where an upload's bytes go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageTarget {
+    pub provider: Provider,
+    pub bucket: String,
+    pub region: String,
+    /// None: AWS S3's own endpoint for the region.
+    pub endpoint: Option<String>,
+    /// Endpoint written into presigned URLs when clients reach storage by another
+    /// address than the service does (e.g. `minio:9000` inside compose).
+    pub public_endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub credentials: StorageCredentials,
+}
+
+impl StorageTarget {
+    fn cache_key(&self) -> [u8; 32] {
+        // Includes the secret so that rotated credentials get a fresh client.
+        let encoded = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(encoded).into()
+    }
+}
+
+/// Server-side storage configuration per provider, and a client cache.
+pub struct StorageRegistry {
+    server_targets: HashMap<Provider, StorageTarget>,
+    clients: Mutex<HashMap<[u8; 32], SharedStorage>>,
+}
+
+/// Bounds the client cache: bring-your-own credentials create one entry each.
+const MAX_CACHED_CLIENTS: usize = 256;
+
+impl StorageRegistry {
+    pub fn new(server_targets: HashMap<Provider, StorageTarget>) -> Self {
+        Self {
+            server_targets,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn server_target(&self, provider: Provider) -> Option<&StorageTarget> {
+        self.server_targets.get(&provider)
+    }
+
+    pub fn storage(&self, target: &StorageTarget) -> SharedStorage {
+        let key = target.cache_key();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = clients.get(&key) {
+            return found.clone();
+        }
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        let storage: SharedStorage = Arc::new(S3Storage::new(target));
+        clients.insert(key, storage.clone());
+        storage
+    }
+}
+
+pub struct S3Storage {
+    client: Client,
+    /// Same credentials, pointed at the public endpoint: presigning does no I/O.
+    presign_client: Client,
+    bucket: String,
+    object_base_url: String,
+}
+
+fn build_client(target: &StorageTarget, endpoint: Option<&str>) -> Client {
+    let credentials = Credentials::new(
+        &target.credentials.access_key_id,
+        &target.credentials.secret_access_key,
+        None,
+        None,
+        "partway",
+    );
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(target.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(target.force_path_style)
+        // R2, MinIO and older S3-compatible stores reject the newer default checksums.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}
+
+impl S3Storage {
+    pub fn new(target: &StorageTarget) -> Self {
+        let public = target.public_endpoint.as_deref().or(target.endpoint.as_deref());
+        let object_base_url = match public {
+            Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), target.bucket),
+            None => format!(
+                "https://{}.s3.{}.amazonaws.com",
+                target.bucket, target.region
+            ),
+        };
+        Self {
+            client: build_client(target, target.endpoint.as_deref()),
+            presign_client: build_client(target, public),
+            bucket: target.bucket.clone(),
+            object_base_url,
+        }
+    }
+
+    fn presigning(expires_in: Duration) -> Result<(PresigningConfig, DateTime<Utc>), StorageError> {
+        let now = SystemTime::now();
+        let config = PresigningConfig::builder()
+            .start_time(now)
+            .expires_in(expires_in)
+            .build()
+            .map_err(|e| StorageError::Rejected(format!("invalid URL expiry: {e}")))?;
+        let expires_at = DateTime::<Utc>::from(now + expires_in);
+        Ok((config, expires_at))
+    }
+}
+
+/// Storage's words for "these parts can't be assembled".
+const INVALID_PART_CODES: [&str; 4] = ["InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"];
+
+fn classify<E, R>(err: SdkError<E, R>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+    R: fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            let code = inner.code().unwrap_or("Unknown").to_string();
+            let message = inner.message().unwrap_or("").to_string();
+            let status = format!("{:?}", service.raw());
+            let is_server_error = status.contains("status: 5") || code == "SlowDown" || code == "InternalError";
+            if code == "NoSuchUpload" {
+                StorageError::NoSuchUpload
+            } else if INVALID_PART_CODES.contains(&code.as_str()) {
+                StorageError::InvalidParts(if message.is_empty() { code } else { format!("{code}: {message}") })
+            } else if is_server_error {
+                StorageError::Unavailable(code)
+            } else {
+                StorageError::Rejected(if message.is_empty() { code } else { format!("{code}: {message}") })
+            }
+        }
+        SdkError::TimeoutError(_) => StorageError::Unavailable("timeout".into()),
+        SdkError::DispatchFailure(_) => StorageError::Unavailable("could not connect".into()),
+        SdkError::ResponseError(_) => StorageError::Unavailable("unreadable response".into()),
+        _ => StorageError::Rejected("could not build the request".into()),
+    }
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+#[async_trait]
+impl ObjectStorage for S3Storage {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, StorageError> {
+        // Reuse an upload an earlier, interrupted try opened on this key. Stores that
+        // can't list uploads just get a new one.
+        if let Ok(listed) = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await
+        {
+            if let Some(existing) = listed
+                .uploads()
+                .iter()
+                .find(|u| u.key() == Some(key))
+                .and_then(|u| u.upload_id())
+            {
+                return Ok(existing.to_string());
+            }
+        }
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type);
+        for (name, value) in metadata {
+            request = request.metadata(name, value);
+        }
+        let created = request.send().await.map_err(classify)?;
+        created
+            .upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StorageError::Unavailable("storage returned no UploadId".into()))
+    }
+
+    async fn presign_upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_numbers: &[u32],
+        expires_in: Duration,
+    ) -> Result<Vec<PresignedUrl>, StorageError> {
+        let mut urls = Vec::with_capacity(part_numbers.len());
+        for &number in part_numbers {
+            let (config, expires_at) = Self::presigning(expires_in)?;
+            let presigned = self
+                .presign_client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number as i32)
+                .presigned(config)
+                .await
+                .map_err(classify)?;
+            urls.push(PresignedUrl {
+                url: presigned.uri().to_string(),
+                expires_at,
+            });
+        }
+        Ok(urls)
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StorageError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            for part in page.parts() {
+                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
+                    continue;
+                };
+                parts.push(StoredPart {
+                    part_number: number.max(0) as u32,
+                    etag: unquote(etag),
+                    size: part.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            let next = page.next_part_number_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        parts.sort_by_key(|p| p.part_number);
+        parts.dedup_by_key(|p| p.part_number);
+        Ok(parts)
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<CompletedObject, StorageError> {
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(*number as i32)
+                    .e_tag(format!("\"{}\"", unquote(etag)))
+                    .build()
+            })
+            .collect();
+        let output = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(CompletedObject {
+            etag: output.e_tag().map(unquote).unwrap_or_default(),
+            location: output.location().map(str::to_string),
+        })
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(_) | Err(StorageError::NoSuchUpload) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn head_object(&self, key: &str) -> Result<Option<(u64, String)>, StorageError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(Some((
+                head.content_length().unwrap_or(0).max(0) as u64,
+                head.e_tag().map(unquote).unwrap_or_default(),
+            ))),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(err) => match classify(err) {
+                StorageError::Rejected(msg) if msg.starts_with("NotFound") => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<PresignedUrl, StorageError> {
+        let (config, expires_at) = Self::presigning(expires_in)?;
+        let presigned = self
+            .presign_client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(classify)?;
+        Ok(PresignedUrl {
+            url: presigned.uri().to_string(),
+            expires_at,
+        })
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!("{}/{}", self.object_base_url, key)
+    }
+}

@@ -1,0 +1,49 @@
+use sea_orm::entity::prelude::*;
+
+/// One multipart upload. `id` is the uuid of the resume token (`mpu_<id>`).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "uploads")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    /// `S3` or `R2`.
+    pub provider: String,
+    pub bucket: String,
+    pub region: Option<String>,
+    /// Storage endpoint for bring-your-own S3-compatible storage (None: server's).
+    pub endpoint: Option<String>,
+    /// Fixed at init, before storage is called, so a retried init reuses it.
+    pub file_key: String,
+    /// Storage's multipart UploadId; None until the init job created it.
+    pub storage_upload_id: Option<String>,
+    pub filename: String,
+    pub content_type: String,
+    pub file_size: i64,
+    pub part_size: i64,
+    pub total_parts: i32,
+    pub status: String,
+    /// How many part URLs the presign step has produced (grows in batches).
+    pub urls_ready: i32,
+    /// Progress counters, kept equal to the rows of `upload_parts`.
+    pub uploaded_parts: i32,
+    pub uploaded_bytes: i64,
+    /// User metadata as a JSON object of strings.
+    pub metadata: Json,
+    /// Bring-your-own storage credentials, AES-256-GCM sealed (nonce ‖ ciphertext).
+    pub credentials_sealed: Option<Vec<u8>>,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    /// Final object's ETag and location, set at completion.
+    pub etag: Option<String>,
+    pub location: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub expires_at: DateTimeUtc,
+    pub completed_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
