@@ -1,17 +1,17 @@
 //! `ContractJson<T>`: a JSON request body whose schema comes from `T`'s `Object`
 //! derive (so openapi.yaml marks required fields required) but which is parsed by
 //! serde, so each failure maps to the contract's code for the field at fault.
-use poem::{FromRequest, Request, RequestBody};
+use partway_core::domain::ErrorCode;
+use poem::{Request, RequestBody};
 use poem_openapi::{
     payload::{ParsePayload, Payload},
     registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry},
     types::Type,
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
 };
-use partway_core::domain::ErrorCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, MAX_BODY_BYTES};
 
 /// Which code a bad field of this body gets.
 pub trait ContractBody: DeserializeOwned + Type + Send {
@@ -44,7 +44,29 @@ impl<T: ContractBody> ParsePayload for ContractJson<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = request
+            .header(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return Err(too_large().into());
+        }
+        let data = match body.take()?.into_bytes_limit(MAX_BODY_BYTES).await {
+            Ok(data) => data,
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large().into()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the body could not be read: {e}"),
+                )
+                .into())
+            }
+        };
         parse_body::<T>(&data).map(ContractJson).map_err(Into::into)
     }
 }
@@ -54,7 +76,10 @@ pub fn parse_body<T: ContractBody>(data: &[u8]) -> Result<T, ApiError> {
     let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
     if parsed.is_ok() {
         if let Err(trailing) = de.end() {
-            return Err(ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {trailing}")));
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not valid JSON: {trailing}"),
+            ));
         }
     }
     match parsed {
@@ -63,19 +88,42 @@ pub fn parse_body<T: ContractBody>(data: &[u8]) -> Result<T, ApiError> {
             let path = err.path().to_string();
             let inner = err.into_inner();
             if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-                return Err(ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {inner}")));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the body is not valid JSON: {inner}"),
+                ));
             }
             let text = inner.to_string();
-            if let Some(field) = text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-                let at = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
-                return Err(ApiError::new(T::missing_code(field), format!("{at} is required")));
+            if let Some(field) = text
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                let at = if path == "." || path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                return Err(ApiError::new(
+                    T::missing_code(field),
+                    format!("{at} is required"),
+                ));
             }
             if path == "." || path.is_empty() {
-                return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJson,
+                    "the body must be a JSON object",
+                ));
             }
-            let top = path.split(['.', '[']).next().unwrap_or_default().to_string();
+            let top = path
+                .split(['.', '['])
+                .next()
+                .unwrap_or_default()
+                .to_string();
             let detail = text.split(" at line").next().unwrap_or(&text).to_string();
-            Err(ApiError::new(T::invalid_code(&top), format!("{path}: {detail}")))
+            Err(ApiError::new(
+                T::invalid_code(&top),
+                format!("{path}: {detail}"),
+            ))
         }
     }
 }
@@ -109,7 +157,11 @@ impl<'a, T: ContractBody> ApiExtractor<'a> for ContractJson<T> {
             Some(ct) if <Self as Payload>::check_content_type(ct) => {
                 <Self as ParsePayload>::from_request(request, body).await
             }
-            _ => Err(ApiError::new(ErrorCode::UnsupportedMediaType, "Content-Type must be application/json").into()),
+            _ => Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Content-Type must be application/json",
+            )
+            .into()),
         }
     }
 }

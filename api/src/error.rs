@@ -1,6 +1,7 @@
 //! The one place where failures become HTTP: every error, including the framework's
 //! own (bad JSON, wrong content type, unknown route, oversize body, bad query
 //! value), leaves as `{"success": false, "error": CODE, "message": …}`.
+use partway_core::{domain::ErrorCode, service::AppError};
 use poem::{
     error::ResponseError,
     http::{header, StatusCode},
@@ -11,7 +12,6 @@ use poem_openapi::{
     types::Type,
     ApiResponse, Object,
 };
-use partway_core::{domain::ErrorCode, service::AppError};
 
 #[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase")]
@@ -46,7 +46,10 @@ impl From<AppError> for ApiError {
             AppError::Client { code, message } => ApiError::new(code, message),
             AppError::Unavailable(detail) => {
                 tracing::warn!(%detail, "dependency unavailable");
-                ApiError::new(ErrorCode::ServiceUnavailable, "a service partway depends on is unavailable; retry shortly")
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "a service partway depends on is unavailable; retry shortly",
+                )
             }
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -59,7 +62,9 @@ impl From<AppError> for ApiError {
 pub fn envelope(code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({"success": false, "error": code.as_str(), "message": message});
     Response::builder()
-        .status(StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .status(
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .body(body.to_string())
 }
@@ -86,7 +91,10 @@ impl ApiResponse for ApiError {
             (413, "Body too large"),
             (415, "Content-Type must be application/json"),
             (500, "Internal error (no details are exposed)"),
-            (503, "A dependency (database, queue, storage) is unavailable"),
+            (
+                503,
+                "A dependency (database, queue, storage) is unavailable",
+            ),
         ];
         MetaResponses {
             responses: statuses
@@ -121,17 +129,33 @@ pub fn to_envelope(err: poem::Error) -> Response {
     } else if err.is::<poem_openapi::error::ParsePathError>() {
         (ErrorCode::InvalidParameter, err.to_string())
     } else if err.is::<poem_openapi::error::AuthorizationError>() {
-        (ErrorCode::Unauthorized, "an API key is required (x-api-key header or Authorization: Bearer)".into())
+        (
+            ErrorCode::Unauthorized,
+            "an API key is required (x-api-key header or Authorization: Bearer)".into(),
+        )
     } else if err.is::<poem_openapi::error::ContentTypeError>() {
-        (ErrorCode::UnsupportedMediaType, "Content-Type must be application/json".into())
+        (
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json".into(),
+        )
     } else {
         match status {
             StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route".into()),
-            StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route".into()),
-            StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large".into()),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "Content-Type must be application/json".into()),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route".into(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                (ErrorCode::PayloadTooLarge, "request body too large".into())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                ErrorCode::UnsupportedMediaType,
+                "Content-Type must be application/json".into(),
+            ),
             StatusCode::UNAUTHORIZED => (ErrorCode::Unauthorized, "an API key is required".into()),
-            StatusCode::SERVICE_UNAVAILABLE => (ErrorCode::ServiceUnavailable, "service unavailable".into()),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                (ErrorCode::ServiceUnavailable, "service unavailable".into())
+            }
             s if s.is_client_error() => (ErrorCode::InvalidParameter, err.to_string()),
             _ => {
                 tracing::error!(error = %err, "unhandled error");

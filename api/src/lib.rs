@@ -9,8 +9,8 @@ use std::sync::Arc;
 use partway_core::service::Services;
 use poem::{
     endpoint::make_sync,
-    http::{header, Method},
-    middleware::{Cors, SizeLimit, Tracing},
+    http::Method,
+    middleware::{Cors, Tracing},
     web::WithContentType,
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
 };
@@ -40,7 +40,9 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
         .nest("/docs", docs)
         .at(
             "/openapi.yaml",
-            make_sync(move |_| WithContentType::into_response(spec.clone().with_content_type("application/yaml"))),
+            make_sync(move |_| {
+                WithContentType::into_response(spec.clone().with_content_type("application/yaml"))
+            }),
         )
         .nest("/", api);
     let cors = if cors_origins.is_empty() {
@@ -48,7 +50,12 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
     } else {
         let mut cors = Cors::new()
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
-            .allow_headers(["x-api-key", "authorization", "content-type", "idempotency-key"])
+            .allow_headers([
+                "x-api-key",
+                "authorization",
+                "content-type",
+                "idempotency-key",
+            ])
             .max_age(600);
         if !cors_origins.iter().any(|o| o == "*") {
             cors = cors.allow_origins(cors_origins.iter().map(String::as_str));
@@ -56,7 +63,6 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
         Some(cors)
     };
     route
-        .with(SizeLimit::new(MAX_BODY_BYTES))
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
@@ -64,8 +70,26 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
         .into_endpoint()
 }
 
-/// Content type helper kept here so `app` reads top-down.
-#[allow(dead_code)]
-fn yaml_header() -> (header::HeaderName, &'static str) {
-    (header::CONTENT_TYPE, "application/yaml")
+/// The spec without a running service: the routes are described by types alone, so a
+/// disconnected set of services is enough.
+pub fn openapi_yaml_static() -> String {
+    use partway_core::{
+        auth::KeyCache, cache::InMemoryCache, domain::Provider, jobs::EmbeddedQueue,
+        service::Settings, storage::StorageRegistry,
+    };
+    let services = Services {
+        db: sea_orm::DatabaseConnection::default(),
+        storage: Arc::new(StorageRegistry::new(Default::default())),
+        cache: Arc::new(InMemoryCache::new()),
+        queue: Arc::new(EmbeddedQueue::new()),
+        master_key: None,
+        keys: KeyCache::default(),
+        settings: Settings {
+            upload_ttl: std::time::Duration::from_secs(1),
+            url_ttl: std::time::Duration::from_secs(1),
+            key_prefix: String::new(),
+            default_provider: Provider::S3,
+        },
+    };
+    openapi_yaml(Arc::new(services))
 }

@@ -7,19 +7,15 @@ use partway_core::{
     service::{self, Accepted, AppError, PartState, Services},
 };
 use partway_entity::upload;
-use sea_orm::EntityTrait;
 use poem_openapi::{
     auth::{ApiKey, Bearer},
     param::{Header, Path, Query},
     payload::Json,
     ApiResponse, OpenApi, SecurityScheme, Tags,
 };
+use sea_orm::EntityTrait;
 
-use crate::{
-    body::ContractJson,
-    error::ApiError,
-    models::*,
-};
+use crate::{body::ContractJson, error::ApiError, models::*};
 
 #[derive(Tags)]
 enum Tag {
@@ -106,16 +102,21 @@ const MAX_PAGE: u32 = 1000;
 fn wait_duration(wait: Option<u32>) -> ApiResult<Duration> {
     match wait.unwrap_or(0) {
         w if w <= MAX_WAIT_SECONDS => Ok(Duration::from_secs(w as u64)),
-        _ => Err(ApiError::new(ErrorCode::InvalidParameter, "wait must be between 0 and 60 seconds")),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "wait must be between 0 and 60 seconds",
+        )),
     }
 }
 
 fn idempotency(key: Option<String>) -> ApiResult<Option<String>> {
     match key {
-        Some(k) if k.is_empty() || k.len() > 255 || k.chars().any(|c| c.is_control()) => Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "Idempotency-Key must be 1 to 255 printable characters",
-        )),
+        Some(k) if k.is_empty() || k.len() > 255 || k.chars().any(|c| c.is_control()) => {
+            Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "Idempotency-Key must be 1 to 255 printable characters",
+            ))
+        }
         other => Ok(other),
     }
 }
@@ -127,8 +128,14 @@ fn token_of(upload: &upload::Model) -> String {
 /// The error a finished job left on its upload, as the contract's envelope.
 fn last_error_of(upload: &upload::Model) -> Option<ApiError> {
     let code = upload.last_error_code.as_deref()?;
-    let code = ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)?;
-    Some(ApiError::new(code, upload.last_error_message.clone().unwrap_or_default()))
+    let code = ErrorCode::ALL
+        .iter()
+        .copied()
+        .find(|c| c.as_str() == code)?;
+    Some(ApiError::new(
+        code,
+        upload.last_error_message.clone().unwrap_or_default(),
+    ))
 }
 
 impl UploadApi {
@@ -141,7 +148,12 @@ impl UploadApi {
             .one(&self.services.db)
             .await
             .map_err(AppError::from)?
-            .ok_or_else(|| ApiError::new(ErrorCode::UploadNotFound, "no upload with this resume token"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UploadNotFound,
+                    "no upload with this resume token",
+                )
+            })
     }
 
     /// Waits for the accepted job when asked to; true when it finished.
@@ -149,7 +161,10 @@ impl UploadApi {
         match accepted.job_id {
             None => Ok(true),
             Some(_) if wait.is_zero() => Ok(false),
-            Some(job) => Ok(self.services.wait_for_job(accepted.upload.id, job, wait).await?),
+            Some(job) => Ok(self
+                .services
+                .wait_for_job(accepted.upload.id, job, wait)
+                .await?),
         }
     }
 
@@ -196,7 +211,11 @@ impl UploadApi {
             resume_token: token_of(upload),
             status: UploadStatus::Completed.as_str().into(),
             url: self.services.object_url(upload)?,
-            download_url: self.services.download_url(upload).await?.unwrap_or_default(),
+            download_url: self
+                .services
+                .download_url(upload)
+                .await?
+                .unwrap_or_default(),
             file_key: upload.file_key.clone(),
             filename: upload.filename.clone(),
             file_size: upload.file_size as u64,
@@ -216,7 +235,11 @@ impl UploadApi {
     /// Creates the storage multipart upload and presigns every part URL in a job. With
     /// `?wait=N` the answer is 200 with all part URLs once ready; otherwise 202 with
     /// the status document. `Idempotency-Key` makes retries safe.
-    #[oai(path = "/api/v1/upload/multipart/init", method = "post", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/init",
+        method = "post",
+        tag = "Tag::Uploads"
+    )]
     async fn init(
         &self,
         auth: Auth,
@@ -227,7 +250,10 @@ impl UploadApi {
         let wait = wait_duration(wait.0)?;
         let key = idempotency(idempotency_key.0)?;
         let caller = self.caller(&auth).await?;
-        let accepted = self.services.init(&caller, body.0.into_input(), key).await?;
+        let accepted = self
+            .services
+            .init(&caller, body.0.into_input(), key)
+            .await?;
         let finished = self.wait(&accepted, wait).await?;
         let upload = self.reload(&accepted.upload).await?;
         let status = service::status_of(&upload);
@@ -255,14 +281,20 @@ impl UploadApi {
                 })));
             }
         }
-        Ok(InitResponse::Accepted(Json(self.status_doc(&upload).await?)))
+        Ok(InitResponse::Accepted(Json(
+            self.status_doc(&upload).await?,
+        )))
     }
 
     /// Resume an upload.
     ///
     /// Reconciles with storage (every ListParts page) and presigns the parts still
     /// missing. A paused upload becomes active again.
-    #[oai(path = "/api/v1/upload/multipart/resume", method = "post", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/resume",
+        method = "post",
+        tag = "Tag::Uploads"
+    )]
     async fn resume(
         &self,
         auth: Auth,
@@ -281,8 +313,11 @@ impl UploadApi {
             let status = service::status_of(&upload);
             if matches!(status, UploadStatus::Active | UploadStatus::Paused) {
                 let uploaded = self.services.uploaded_parts(upload.id).await?;
-                let have: std::collections::BTreeSet<u32> = uploaded.iter().map(|p| p.part_number).collect();
-                let remaining: Vec<u32> = (1..=upload.total_parts as u32).filter(|n| !have.contains(n)).collect();
+                let have: std::collections::BTreeSet<u32> =
+                    uploaded.iter().map(|p| p.part_number).collect();
+                let remaining: Vec<u32> = (1..=upload.total_parts as u32)
+                    .filter(|n| !have.contains(n))
+                    .collect();
                 let parts = self.services.part_views(&upload, &remaining).await?;
                 return Ok(ResumeResponse::Ready(Json(ResumeResult {
                     success: true,
@@ -309,7 +344,9 @@ impl UploadApi {
                 format!("the upload is {status}"),
             )));
         }
-        Ok(ResumeResponse::Accepted(Json(self.status_doc(&upload).await?)))
+        Ok(ResumeResponse::Accepted(Json(
+            self.status_doc(&upload).await?,
+        )))
     }
 
     /// Complete an upload.
@@ -318,7 +355,11 @@ impl UploadApi {
     /// upload answers the same 200 again; concurrent completes complete once. When
     /// storage rejects the parts, a waited answer is 400 `INVALID_PARTS` and the
     /// upload is active again with `lastError`.
-    #[oai(path = "/api/v1/upload/multipart/complete", method = "post", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/complete",
+        method = "post",
+        tag = "Tag::Uploads"
+    )]
     async fn complete(
         &self,
         auth: Auth,
@@ -330,25 +371,43 @@ impl UploadApi {
         // A complete is idempotent by state already; the key is checked for form only.
         idempotency(idempotency_key.0)?;
         let caller = self.caller(&auth).await?;
-        let parts = body.0.parts.map(|ps| ps.into_iter().map(|p| (p.part_number, p.etag)).collect());
-        let accepted = self.services.complete(&caller, &body.0.resume_token, parts).await?;
+        let parts = body
+            .0
+            .parts
+            .map(|ps| ps.into_iter().map(|p| (p.part_number, p.etag)).collect());
+        let accepted = self
+            .services
+            .complete(&caller, &body.0.resume_token, parts)
+            .await?;
         let finished = self.wait(&accepted, wait).await?;
         let upload = self.reload(&accepted.upload).await?;
         match service::status_of(&upload) {
-            UploadStatus::Completed => return Ok(CompleteResponse::Completed(Json(self.complete_result(&upload).await?))),
-            UploadStatus::Active | UploadStatus::Paused | UploadStatus::Failed if finished && !wait.is_zero() => {
+            UploadStatus::Completed => {
+                return Ok(CompleteResponse::Completed(Json(
+                    self.complete_result(&upload).await?,
+                )))
+            }
+            UploadStatus::Active | UploadStatus::Paused | UploadStatus::Failed
+                if finished && !wait.is_zero() =>
+            {
                 if let Some(err) = last_error_of(&upload) {
                     return Err(err);
                 }
             }
             _ => {}
         }
-        Ok(CompleteResponse::Accepted(Json(self.status_doc(&upload).await?)))
+        Ok(CompleteResponse::Accepted(Json(
+            self.status_doc(&upload).await?,
+        )))
     }
 
     /// Abort an upload; storage's multipart upload is aborted. Aborting an aborted or
     /// expired upload answers 200 again; a completed one is 409.
-    #[oai(path = "/api/v1/upload/multipart/abort", method = "post", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/abort",
+        method = "post",
+        tag = "Tag::Uploads"
+    )]
     async fn abort(
         &self,
         auth: Auth,
@@ -368,19 +427,33 @@ impl UploadApi {
                 status: status.as_str().into(),
             })));
         }
-        Ok(AbortResponse::Accepted(Json(self.status_doc(&upload).await?)))
+        Ok(AbortResponse::Accepted(Json(
+            self.status_doc(&upload).await?,
+        )))
     }
 
     /// Pause an upload (synchronous). Resume makes it active again.
-    #[oai(path = "/api/v1/upload/multipart/pause", method = "post", tag = "Tag::Uploads")]
-    async fn pause(&self, auth: Auth, body: ContractJson<TokenRequest>) -> ApiResult<Json<StatusDoc>> {
+    #[oai(
+        path = "/api/v1/upload/multipart/pause",
+        method = "post",
+        tag = "Tag::Uploads"
+    )]
+    async fn pause(
+        &self,
+        auth: Auth,
+        body: ContractJson<TokenRequest>,
+    ) -> ApiResult<Json<StatusDoc>> {
         let caller = self.caller(&auth).await?;
         let upload = self.services.pause(&caller, &body.0.resume_token).await?;
         Ok(Json(self.status_doc(&upload).await?))
     }
 
     /// The status document of an upload.
-    #[oai(path = "/api/v1/upload/multipart/:resume_token", method = "get", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/:resume_token",
+        method = "get",
+        tag = "Tag::Uploads"
+    )]
     async fn status(&self, auth: Auth, resume_token: Path<String>) -> ApiResult<Json<StatusDoc>> {
         let caller = self.caller(&auth).await?;
         let upload = self.services.get(&caller, &resume_token.0).await?;
@@ -388,7 +461,11 @@ impl UploadApi {
     }
 
     /// Parts with presigned URLs, a page at a time.
-    #[oai(path = "/api/v1/upload/multipart/:resume_token/parts", method = "get", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/:resume_token/parts",
+        method = "get",
+        tag = "Tag::Uploads"
+    )]
     async fn parts(
         &self,
         auth: Auth,
@@ -413,7 +490,10 @@ impl UploadApi {
         };
         let limit = limit.0.unwrap_or(MAX_PAGE);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(ApiError::new(ErrorCode::InvalidParameter, "limit must be between 1 and 1000"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "limit must be between 1 and 1000",
+            ));
         }
         let caller = self.caller(&auth).await?;
         let (_, parts, next_after) = self
@@ -428,7 +508,11 @@ impl UploadApi {
     }
 
     /// Report a part the client PUT to storage; progress is visible at once.
-    #[oai(path = "/api/v1/upload/multipart/:resume_token/parts/:part_number", method = "put", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/upload/multipart/:resume_token/parts/:part_number",
+        method = "put",
+        tag = "Tag::Uploads"
+    )]
     async fn report_part(
         &self,
         auth: Auth,
@@ -439,7 +523,13 @@ impl UploadApi {
         let caller = self.caller(&auth).await?;
         let upload = self
             .services
-            .report_part(&caller, &resume_token.0, part_number.0, &body.0.etag, body.0.size)
+            .report_part(
+                &caller,
+                &resume_token.0,
+                part_number.0,
+                &body.0.etag,
+                body.0.size,
+            )
             .await?;
         Ok(Json(ProgressResult {
             success: true,
@@ -459,7 +549,10 @@ impl UploadApi {
     ) -> ApiResult<Json<UploadList>> {
         let limit = limit.0.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(ApiError::new(ErrorCode::InvalidParameter, "limit must be between 1 and 1000"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "limit must be between 1 and 1000",
+            ));
         }
         let caller = self.caller(&auth).await?;
         let (rows, next_cursor) = self
@@ -480,7 +573,9 @@ impl UploadApi {
     /// Liveness: the process answers.
     #[oai(path = "/healthz", method = "get", tag = "Tag::Operations")]
     async fn healthz(&self) -> Json<HealthDoc> {
-        Json(HealthDoc { status: "ok".into() })
+        Json(HealthDoc {
+            status: "ok".into(),
+        })
     }
 
     /// Readiness: 503 when the database or the queue is unreachable.
@@ -489,11 +584,17 @@ impl UploadApi {
         let db_ok = self.services.db.ping().await.is_ok();
         let queue_ok = self.services.queue.is_ready().await;
         if db_ok && queue_ok {
-            Ok(ReadyResponse::Ready(Json(HealthDoc { status: "ready".into() })))
+            Ok(ReadyResponse::Ready(Json(HealthDoc {
+                status: "ready".into(),
+            })))
         } else {
             Err(ApiError::new(
                 ErrorCode::ServiceUnavailable,
-                if db_ok { "the queue is unreachable" } else { "the database is unreachable" },
+                if db_ok {
+                    "the queue is unreachable"
+                } else {
+                    "the database is unreachable"
+                },
             ))
         }
     }

@@ -36,9 +36,18 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// Resolves a presented key; None when unknown or revoked.
-    pub async fn resolve(&self, db: &DatabaseConnection, presented: &str) -> Result<Option<Caller>, DbErr> {
+    pub async fn resolve(
+        &self,
+        db: &DatabaseConnection,
+        presented: &str,
+    ) -> Result<Option<Caller>, DbErr> {
         let hash = hash_api_key(presented);
-        if let Some((at, caller)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&hash) {
+        if let Some((at, caller)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
             if at.elapsed() < CACHE_TTL {
                 return Ok(caller.clone());
             }
@@ -81,9 +90,16 @@ pub enum KeyAdminError {
     Db(#[from] DbErr),
 }
 
-pub async fn ensure_owner(db: &impl ConnectionTrait, name: &str) -> Result<owner::Model, KeyAdminError> {
+pub async fn ensure_owner(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<owner::Model, KeyAdminError> {
     validate_owner_name(name)?;
-    if let Some(found) = owner::Entity::find().filter(owner::Column::Name.eq(name)).one(db).await? {
+    if let Some(found) = owner::Entity::find()
+        .filter(owner::Column::Name.eq(name))
+        .one(db)
+        .await?
+    {
         return Ok(found);
     }
     let created = owner::ActiveModel {
@@ -98,7 +114,10 @@ pub async fn ensure_owner(db: &impl ConnectionTrait, name: &str) -> Result<owner
 
 /// Creates a key for `owner_name` (creating the owner when new); returns the key,
 /// which is never stored nor shown again.
-pub async fn create_key(db: &impl ConnectionTrait, owner_name: &str) -> Result<(api_key::Model, String), KeyAdminError> {
+pub async fn create_key(
+    db: &impl ConnectionTrait,
+    owner_name: &str,
+) -> Result<(api_key::Model, String), KeyAdminError> {
     let key = generate_api_key();
     let model = insert_key(db, owner_name, &key).await?;
     Ok((model, key))
@@ -106,15 +125,27 @@ pub async fn create_key(db: &impl ConnectionTrait, owner_name: &str) -> Result<(
 
 /// Registers a key chosen elsewhere (the embedded mode's development key); a no-op
 /// when it is already registered.
-pub async fn register_key(db: &impl ConnectionTrait, owner_name: &str, key: &str) -> Result<api_key::Model, KeyAdminError> {
+pub async fn register_key(
+    db: &impl ConnectionTrait,
+    owner_name: &str,
+    key: &str,
+) -> Result<api_key::Model, KeyAdminError> {
     let hash = hash_api_key(key);
-    if let Some(found) = api_key::Entity::find().filter(api_key::Column::KeyHash.eq(&hash)).one(db).await? {
+    if let Some(found) = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(&hash))
+        .one(db)
+        .await?
+    {
         return Ok(found);
     }
     insert_key(db, owner_name, key).await
 }
 
-async fn insert_key(db: &impl ConnectionTrait, owner_name: &str, key: &str) -> Result<api_key::Model, KeyAdminError> {
+async fn insert_key(
+    db: &impl ConnectionTrait,
+    owner_name: &str,
+    key: &str,
+) -> Result<api_key::Model, KeyAdminError> {
     let owner = ensure_owner(db, owner_name).await?;
     let model = api_key::ActiveModel {
         id: Set(Uuid::new_v4()),
@@ -130,7 +161,9 @@ async fn insert_key(db: &impl ConnectionTrait, owner_name: &str, key: &str) -> R
 }
 
 /// Keys with their owner's name, oldest first.
-pub async fn list_keys(db: &impl ConnectionTrait) -> Result<Vec<(api_key::Model, String)>, KeyAdminError> {
+pub async fn list_keys(
+    db: &impl ConnectionTrait,
+) -> Result<Vec<(api_key::Model, String)>, KeyAdminError> {
     let owners: HashMap<Uuid, String> = owner::Entity::find()
         .all(db)
         .await?
@@ -152,7 +185,10 @@ pub async fn list_keys(db: &impl ConnectionTrait) -> Result<Vec<(api_key::Model,
 
 pub async fn revoke_key(db: &impl ConnectionTrait, id: Uuid) -> Result<(), KeyAdminError> {
     let result = api_key::Entity::update_many()
-        .col_expr(api_key::Column::RevokedAt, sea_orm::sea_query::Expr::value(Some(Utc::now())))
+        .col_expr(
+            api_key::Column::RevokedAt,
+            sea_orm::sea_query::Expr::value(Some(Utc::now())),
+        )
         .filter(api_key::Column::Id.eq(id))
         .exec(db)
         .await?;

@@ -202,11 +202,19 @@ impl Config {
     /// Loads from the given environment (tests pass their own).
     pub fn load_from(env: Vec<(String, String)>) -> Result<Config, ConfigError> {
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // Unset optional settings are left out, not passed down as nulls.
+        let mut defaults = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(map) = defaults.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        let mut figment = Figment::from(Serialized::defaults(defaults));
         match lookup("PARTWAY_CONFIG") {
             Some(path) => {
                 if !std::path::Path::new(&path).exists() {
-                    return Err(ConfigError::Invalid(format!("PARTWAY_CONFIG file {path} does not exist")));
+                    return Err(ConfigError::Invalid(format!(
+                        "PARTWAY_CONFIG file {path} does not exist"
+                    )));
                 }
                 figment = figment.merge(Toml::file(path));
             }
@@ -225,11 +233,15 @@ impl Config {
             .iter()
             .filter_map(|(k, v)| {
                 let key = k.strip_prefix("PARTWAY_")?;
-                (key != "CONFIG" && !key.ends_with("_FILE")).then(|| (key.to_ascii_lowercase(), v.clone()))
+                (key != "CONFIG" && !key.ends_with("_FILE"))
+                    .then(|| (key.to_ascii_lowercase(), v.clone()))
             })
             .collect();
         for (key, value) in env_pairs {
-            figment = figment.merge(Serialized::global(&key, value));
+            // Typed like figment's own Env provider: "false" is a bool, "9000" a number.
+            let typed: figment::value::Value =
+                value.parse().unwrap_or_else(|_| value.clone().into());
+            figment = figment.merge(Serialized::global(&key, typed));
         }
         for (key, value) in from_files {
             figment = figment.merge(Serialized::global(&key, value));
@@ -241,12 +253,16 @@ impl Config {
             config.url_ttl = MAX_URL_TTL;
         }
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
-            return Err(ConfigError::Invalid("PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
         }
         if let Some(provider) = &config.default_provider {
-            provider
-                .parse::<Provider>()
-                .map_err(|_| ConfigError::Invalid(format!("PARTWAY_DEFAULT_PROVIDER must be S3 or R2, not {provider:?}")))?;
+            provider.parse::<Provider>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "PARTWAY_DEFAULT_PROVIDER must be S3 or R2, not {provider:?}"
+                ))
+            })?;
         }
         Ok(config)
     }
@@ -273,7 +289,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -120,7 +120,10 @@ mod tests {
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert_eq!(key.open(&tampered), Err(CryptoError::Unseal));
-        assert_eq!(MasterKey::generate().open(&sealed), Err(CryptoError::Unseal));
+        assert_eq!(
+            MasterKey::generate().open(&sealed),
+            Err(CryptoError::Unseal)
+        );
     }
 
     #[test]
@@ -130,7 +133,10 @@ mod tests {
         assert_eq!(MasterKey::parse(&hex_form).unwrap().0, key.0);
         let b64 = base64::engine::general_purpose::STANDARD.encode(key.0);
         assert_eq!(MasterKey::parse(&b64).unwrap().0, key.0);
-        assert_eq!(MasterKey::parse("abcd").unwrap_err(), CryptoError::BadMasterKey);
+        assert_eq!(
+            MasterKey::parse("abcd").unwrap_err(),
+            CryptoError::BadMasterKey
+        );
         assert!(!format!("{key:?}").contains(&hex_form));
     }
 

@@ -6,8 +6,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use partway_entity::job;
 use sea_orm::{
-    sea_query::{Expr, ExprTrait}, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -37,9 +39,15 @@ impl JobKind {
     }
 
     pub fn parse(text: &str) -> Option<JobKind> {
-        [JobKind::Init, JobKind::Resume, JobKind::Complete, JobKind::Abort, JobKind::Expire]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            JobKind::Init,
+            JobKind::Resume,
+            JobKind::Complete,
+            JobKind::Abort,
+            JobKind::Expire,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 
@@ -102,7 +110,10 @@ pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job
     let updated = job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value(STATE_RUNNING))
         .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
-        .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
+        .col_expr(
+            job::Column::Attempts,
+            Expr::col(job::Column::Attempts).add(1),
+        )
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(job::Column::Id.eq(job_id))
         .filter(claimable)
@@ -142,7 +153,9 @@ pub async fn due_jobs(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Uuid>
 }
 
 /// When the next pending job becomes due (for the embedded runner's timer).
-pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<chrono::DateTime<Utc>>, DbErr> {
+pub async fn next_due_at(
+    db: &impl ConnectionTrait,
+) -> Result<Option<chrono::DateTime<Utc>>, DbErr> {
     let next = job::Entity::find()
         .filter(job::Column::State.eq(STATE_PENDING))
         .order_by_asc(job::Column::RunAfter)
@@ -151,10 +164,18 @@ pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<chrono::Dat
     Ok(next.map(|j| j.run_after))
 }
 
-pub async fn finish(db: &impl ConnectionTrait, job_id: Uuid, state: &str, error: Option<String>) -> Result<(), DbErr> {
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    state: &str,
+    error: Option<String>,
+) -> Result<(), DbErr> {
     job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value(state))
-        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            job::Column::LeasedUntil,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .col_expr(job::Column::LastError, Expr::value(error))
         .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(job::Column::Id.eq(job_id))
@@ -163,12 +184,20 @@ pub async fn finish(db: &impl ConnectionTrait, job_id: Uuid, state: &str, error:
     Ok(())
 }
 
-pub async fn retry_later(db: &impl ConnectionTrait, job: &job::Model, error: String) -> Result<(), DbErr> {
-    let run_after = Utc::now() + chrono::Duration::from_std(backoff(job.attempts)).unwrap_or_default();
+pub async fn retry_later(
+    db: &impl ConnectionTrait,
+    job: &job::Model,
+    error: String,
+) -> Result<(), DbErr> {
+    let run_after =
+        Utc::now() + chrono::Duration::from_std(backoff(job.attempts)).unwrap_or_default();
     job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value(STATE_PENDING))
         .col_expr(job::Column::RunAfter, Expr::value(run_after))
-        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            job::Column::LeasedUntil,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .col_expr(job::Column::LastError, Expr::value(Some(error)))
         .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(job::Column::Id.eq(job.id))
@@ -181,7 +210,10 @@ pub async fn retry_later(db: &impl ConnectionTrait, job: &job::Model, error: Str
 pub async fn release_all_leases(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let result = job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value(STATE_PENDING))
-        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<chrono::DateTime<Utc>>::None))
+        .col_expr(
+            job::Column::LeasedUntil,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
         .filter(job::Column::State.eq(STATE_RUNNING))
         .exec(db)
         .await?;
@@ -229,7 +261,13 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [JobKind::Init, JobKind::Resume, JobKind::Complete, JobKind::Abort, JobKind::Expire] {
+        for kind in [
+            JobKind::Init,
+            JobKind::Resume,
+            JobKind::Complete,
+            JobKind::Abort,
+            JobKind::Expire,
+        ] {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(JobKind::parse("nope"), None);

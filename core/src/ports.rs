@@ -75,7 +75,8 @@ pub trait ObjectStorage: Send + Sync {
         expires_in: Duration,
     ) -> Result<Vec<PresignedUrl>, StorageError>;
     /// Every part storage holds, following ListParts pagination to the end.
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StorageError>;
+    async fn list_parts(&self, key: &str, upload_id: &str)
+        -> Result<Vec<StoredPart>, StorageError>;
     async fn complete(
         &self,
         key: &str,
@@ -86,7 +87,11 @@ pub trait ObjectStorage: Send + Sync {
     async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError>;
     /// Size and ETag of a stored object, None when absent.
     async fn head_object(&self, key: &str) -> Result<Option<(u64, String)>, StorageError>;
-    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<PresignedUrl, StorageError>;
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, StorageError>;
     /// The object's plain (unsigned) URL.
     fn object_url(&self, key: &str) -> String;
 }

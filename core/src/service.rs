@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use partway_entity::{idempotency_key, job, upload, upload_part};
 use sea_orm::{
     sea_query::{Expr, OnConflict},
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
@@ -26,7 +28,9 @@ use crate::{
         ResumeToken, UploadStatus, ValidationError,
     },
     jobs::{self, CompletePayload, JobKind},
-    ports::{JobQueue, PresignedUrl, ProgressCache, SharedStorage, StorageError, StoredPart, UploadEvent},
+    ports::{
+        JobQueue, PresignedUrl, ProgressCache, SharedStorage, StorageError, StoredPart, UploadEvent,
+    },
     storage::{StorageCredentials, StorageRegistry, StorageTarget},
 };
 
@@ -51,7 +55,10 @@ impl AppError {
     }
 
     fn not_found() -> Self {
-        Self::client(ErrorCode::UploadNotFound, "no upload with this resume token")
+        Self::client(
+            ErrorCode::UploadNotFound,
+            "no upload with this resume token",
+        )
     }
 }
 
@@ -64,7 +71,9 @@ impl From<ValidationError> for AppError {
 impl From<DbErr> for AppError {
     fn from(e: DbErr) -> Self {
         match e {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => AppError::Unavailable(format!("database: {e}")),
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+                AppError::Unavailable(format!("database: {e}"))
+            }
             other => AppError::Internal(format!("database: {other}")),
         }
     }
@@ -146,8 +155,12 @@ pub fn status_of(upload: &upload::Model) -> UploadStatus {
 }
 
 pub fn plan_of(upload: &upload::Model) -> Result<PartPlan, AppError> {
-    PartPlan::from_stored(upload.file_size as u64, upload.part_size as u64, upload.total_parts as u32)
-        .map_err(|e| AppError::Internal(format!("stored plan of {} is inconsistent: {e}", upload.id)))
+    PartPlan::from_stored(
+        upload.file_size as u64,
+        upload.part_size as u64,
+        upload.total_parts as u32,
+    )
+    .map_err(|e| AppError::Internal(format!("stored plan of {} is inconsistent: {e}", upload.id)))
 }
 
 pub fn progress_of(upload: &upload::Model) -> Progress {
@@ -176,19 +189,40 @@ pub fn effective_status(upload: &upload::Model, now: DateTime<Utc>) -> UploadSta
 
 fn token_uuid(token: &str) -> Result<Uuid, AppError> {
     if token.trim().is_empty() {
-        return Err(AppError::client(ErrorCode::MissingResumeToken, "resumeToken is required"));
+        return Err(AppError::client(
+            ErrorCode::MissingResumeToken,
+            "resumeToken is required",
+        ));
     }
-    ResumeToken::parse(token).map(|t| t.uuid()).ok_or_else(AppError::not_found)
+    ResumeToken::parse(token)
+        .map(|t| t.uuid())
+        .ok_or_else(AppError::not_found)
 }
 
 fn conflict_for(status: UploadStatus) -> AppError {
     match status {
-        UploadStatus::Completed => AppError::client(ErrorCode::UploadAlreadyCompleted, "this upload is already completed"),
-        UploadStatus::Aborted | UploadStatus::Aborting => AppError::client(ErrorCode::UploadAborted, "this upload was aborted"),
-        UploadStatus::Expired => AppError::client(ErrorCode::UploadExpired, "this upload expired; start a new one"),
-        UploadStatus::Initiating => AppError::client(ErrorCode::UploadNotReady, "the upload is still being created on storage; retry shortly"),
-        UploadStatus::Completing => AppError::client(ErrorCode::UploadNotReady, "the upload is being completed"),
-        UploadStatus::Failed => AppError::client(ErrorCode::UploadNotReady, "the upload failed (see lastError); abort it and start again"),
+        UploadStatus::Completed => AppError::client(
+            ErrorCode::UploadAlreadyCompleted,
+            "this upload is already completed",
+        ),
+        UploadStatus::Aborted | UploadStatus::Aborting => {
+            AppError::client(ErrorCode::UploadAborted, "this upload was aborted")
+        }
+        UploadStatus::Expired => AppError::client(
+            ErrorCode::UploadExpired,
+            "this upload expired; start a new one",
+        ),
+        UploadStatus::Initiating => AppError::client(
+            ErrorCode::UploadNotReady,
+            "the upload is still being created on storage; retry shortly",
+        ),
+        UploadStatus::Completing => {
+            AppError::client(ErrorCode::UploadNotReady, "the upload is being completed")
+        }
+        UploadStatus::Failed => AppError::client(
+            ErrorCode::UploadNotReady,
+            "the upload failed (see lastError); abort it and start again",
+        ),
         UploadStatus::Active | UploadStatus::Paused => AppError::Internal("no conflict".into()),
     }
 }
@@ -205,9 +239,15 @@ impl Services {
     // ----- API side -------------------------------------------------------------
 
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Caller, AppError> {
-        let key = presented.map(str::trim).filter(|k| !k.is_empty()).ok_or_else(|| {
-            AppError::client(ErrorCode::Unauthorized, "an API key is required (x-api-key header or Authorization: Bearer)")
-        })?;
+        let key = presented
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                AppError::client(
+                    ErrorCode::Unauthorized,
+                    "an API key is required (x-api-key header or Authorization: Bearer)",
+                )
+            })?;
         self.keys
             .resolve(&self.db, key)
             .await?
@@ -227,23 +267,36 @@ impl Services {
         self.owned_upload(caller, token).await
     }
 
-    fn resolve_target(&self, provider: Provider, byo: &ByoCredentials) -> Result<(StorageTarget, bool), AppError> {
+    fn resolve_target(
+        &self,
+        provider: Provider,
+        byo: &ByoCredentials,
+    ) -> Result<(StorageTarget, bool), AppError> {
         match provider {
             Provider::S3 => {
                 let fields = [&byo.s3_access_key, &byo.s3_secret_key, &byo.s3_bucket];
-                if fields.iter().any(|f| non_empty(f).is_some()) || non_empty(&byo.s3_endpoint).is_some() {
-                    let (Some(access), Some(secret), Some(bucket)) =
-                        (non_empty(&byo.s3_access_key), non_empty(&byo.s3_secret_key), non_empty(&byo.s3_bucket))
-                    else {
+                if fields.iter().any(|f| non_empty(f).is_some())
+                    || non_empty(&byo.s3_endpoint).is_some()
+                {
+                    let (Some(access), Some(secret), Some(bucket)) = (
+                        non_empty(&byo.s3_access_key),
+                        non_empty(&byo.s3_secret_key),
+                        non_empty(&byo.s3_bucket),
+                    ) else {
                         return Err(AppError::client(
                             ErrorCode::MissingS3Credentials,
                             "s3AccessKey, s3SecretKey and s3Bucket are required together",
                         ));
                     };
                     let endpoint = match non_empty(&byo.s3_endpoint) {
-                        Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.trim_end_matches('/').to_string()),
+                        Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+                            Some(e.trim_end_matches('/').to_string())
+                        }
                         Some(_) => {
-                            return Err(AppError::client(ErrorCode::InvalidParameter, "s3Endpoint must be an http(s) URL"))
+                            return Err(AppError::client(
+                                ErrorCode::InvalidParameter,
+                                "s3Endpoint must be an http(s) URL",
+                            ))
                         }
                         None => None,
                     };
@@ -271,7 +324,12 @@ impl Services {
                 })
             }
             Provider::R2 => {
-                let fields = [&byo.r2_access_key, &byo.r2_secret_key, &byo.r2_account_id, &byo.r2_bucket];
+                let fields = [
+                    &byo.r2_access_key,
+                    &byo.r2_secret_key,
+                    &byo.r2_account_id,
+                    &byo.r2_bucket,
+                ];
                 if fields.iter().any(|f| non_empty(f).is_some()) {
                     let (Some(access), Some(secret), Some(account), Some(bucket)) = (
                         non_empty(&byo.r2_access_key),
@@ -285,7 +343,10 @@ impl Services {
                         ));
                     };
                     if !account.chars().all(|c| c.is_ascii_alphanumeric()) || account.len() > 64 {
-                        return Err(AppError::client(ErrorCode::InvalidParameter, "r2AccountId must be alphanumeric"));
+                        return Err(AppError::client(
+                            ErrorCode::InvalidParameter,
+                            "r2AccountId must be alphanumeric",
+                        ));
                     }
                     return Ok((
                         StorageTarget {
@@ -315,21 +376,27 @@ impl Services {
 
     /// The storage an upload uses: the credentials it was created with, always.
     pub fn storage_for(&self, upload: &upload::Model) -> Result<SharedStorage, AppError> {
-        let provider: Provider = upload
-            .provider
-            .parse()
-            .map_err(|_| AppError::Internal(format!("upload {} has unknown provider", upload.id)))?;
+        let provider: Provider = upload.provider.parse().map_err(|_| {
+            AppError::Internal(format!("upload {} has unknown provider", upload.id))
+        })?;
         let target = match &upload.credentials_sealed {
             Some(sealed) => {
-                let master = self
-                    .master_key
-                    .as_ref()
-                    .ok_or_else(|| AppError::Unavailable("no master key to open stored credentials".into()))?;
-                let plain = master
-                    .open(sealed)
-                    .map_err(|_| AppError::Internal(format!("credentials of upload {} cannot be opened", upload.id)))?;
-                let credentials: StorageCredentials = serde_json::from_slice(&plain)
-                    .map_err(|_| AppError::Internal(format!("credentials of upload {} are malformed", upload.id)))?;
+                let master = self.master_key.as_ref().ok_or_else(|| {
+                    AppError::Unavailable("no master key to open stored credentials".into())
+                })?;
+                let plain = master.open(sealed).map_err(|_| {
+                    AppError::Internal(format!(
+                        "credentials of upload {} cannot be opened",
+                        upload.id
+                    ))
+                })?;
+                let credentials: StorageCredentials =
+                    serde_json::from_slice(&plain).map_err(|_| {
+                        AppError::Internal(format!(
+                            "credentials of upload {} are malformed",
+                            upload.id
+                        ))
+                    })?;
                 StorageTarget {
                     provider,
                     bucket: upload.bucket.clone(),
@@ -341,11 +408,15 @@ impl Services {
                 }
             }
             None => {
-                let mut target = self
-                    .storage
-                    .server_target(provider)
-                    .cloned()
-                    .ok_or_else(|| AppError::Unavailable(format!("server storage for {provider} is not configured")))?;
+                let mut target =
+                    self.storage
+                        .server_target(provider)
+                        .cloned()
+                        .ok_or_else(|| {
+                            AppError::Unavailable(format!(
+                                "server storage for {provider} is not configured"
+                            ))
+                        })?;
                 target.bucket = upload.bucket.clone();
                 target
             }
@@ -353,24 +424,44 @@ impl Services {
         Ok(self.storage.storage(&target))
     }
 
-    async fn lookup_idempotent(&self, caller: &Caller, scope: &str, key: &str) -> Result<Option<upload::Model>, AppError> {
-        let Some(found) = idempotency_key::Entity::find_by_id((caller.owner_id, scope.to_string(), key.to_string()))
-            .one(&self.db)
-            .await?
+    async fn lookup_idempotent(
+        &self,
+        caller: &Caller,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<upload::Model>, AppError> {
+        let Some(found) = idempotency_key::Entity::find_by_id((
+            caller.owner_id,
+            scope.to_string(),
+            key.to_string(),
+        ))
+        .one(&self.db)
+        .await?
         else {
             return Ok(None);
         };
         if Utc::now() - found.created_at > IDEMPOTENCY_WINDOW {
-            idempotency_key::Entity::delete_by_id((caller.owner_id, scope.to_string(), key.to_string()))
-                .exec(&self.db)
-                .await?;
+            idempotency_key::Entity::delete_by_id((
+                caller.owner_id,
+                scope.to_string(),
+                key.to_string(),
+            ))
+            .exec(&self.db)
+            .await?;
             return Ok(None);
         }
-        Ok(upload::Entity::find_by_id(found.upload_id).one(&self.db).await?)
+        Ok(upload::Entity::find_by_id(found.upload_id)
+            .one(&self.db)
+            .await?)
     }
 
     #[instrument(skip_all, fields(owner = %caller.owner_name))]
-    pub async fn init(&self, caller: &Caller, input: InitInput, idempotency: Option<String>) -> Result<Accepted, AppError> {
+    pub async fn init(
+        &self,
+        caller: &Caller,
+        input: InitInput,
+        idempotency: Option<String>,
+    ) -> Result<Accepted, AppError> {
         if input.filename.trim().is_empty() || input.content_type.trim().is_empty() {
             return Err(AppError::client(
                 ErrorCode::MissingRequiredFields,
@@ -383,18 +474,21 @@ impl Services {
         };
         validate_filename(&input.filename)?;
         if input.content_type.len() > 255 || input.content_type.chars().any(|c| c.is_control()) {
-            return Err(AppError::client(ErrorCode::InvalidParameter, "contentType must be a media type of at most 255 characters"));
+            return Err(AppError::client(
+                ErrorCode::InvalidParameter,
+                "contentType must be a media type of at most 255 characters",
+            ));
         }
         validate_metadata(&input.metadata)?;
         let plan = PartPlan::new(input.file_size, input.part_size, provider.max_object_size())
             .map_err(|e| AppError::client(e.code(), e.to_string()))?;
         let (target, byo) = self.resolve_target(provider, &input.credentials)?;
         let sealed = if byo {
-            let master = self
-                .master_key
-                .as_ref()
-                .ok_or_else(|| AppError::Unavailable("bring-your-own credentials need PARTWAY_MASTER_KEY".into()))?;
-            let plain = serde_json::to_vec(&target.credentials).map_err(|e| AppError::Internal(e.to_string()))?;
+            let master = self.master_key.as_ref().ok_or_else(|| {
+                AppError::Unavailable("bring-your-own credentials need PARTWAY_MASTER_KEY".into())
+            })?;
+            let plain = serde_json::to_vec(&target.credentials)
+                .map_err(|e| AppError::Internal(e.to_string()))?;
             Some(master.seal(&plain))
         } else {
             None
@@ -402,13 +496,18 @@ impl Services {
 
         if let Some(key) = &idempotency {
             if let Some(existing) = self.lookup_idempotent(caller, "init", key).await? {
-                return Ok(Accepted { upload: existing, job_id: None });
+                return Ok(Accepted {
+                    upload: existing,
+                    job_id: None,
+                });
             }
         }
 
         let token = ResumeToken::new_random();
         let now = Utc::now();
-        let expires_at = now + chrono::Duration::from_std(self.settings.upload_ttl).unwrap_or(chrono::Duration::days(7));
+        let expires_at = now
+            + chrono::Duration::from_std(self.settings.upload_ttl)
+                .unwrap_or(chrono::Duration::days(7));
         let model = upload::ActiveModel {
             id: Set(token.uuid()),
             owner_id: Set(caller.owner_id),
@@ -416,7 +515,12 @@ impl Services {
             bucket: Set(target.bucket.clone()),
             region: Set(Some(target.region.clone())),
             endpoint: Set(if byo { target.endpoint.clone() } else { None }),
-            file_key: Set(object_key(&self.settings.key_prefix, &caller.owner_name, &token, &input.filename)),
+            file_key: Set(object_key(
+                &self.settings.key_prefix,
+                &caller.owner_name,
+                &token,
+                &input.filename,
+            )),
             storage_upload_id: Set(None),
             filename: Set(input.filename.clone()),
             content_type: Set(input.content_type.clone()),
@@ -457,9 +561,14 @@ impl Services {
                 // A concurrent request with the same key won the race: answer with its upload.
                 txn.rollback().await?;
                 if let Some(existing) = self.lookup_idempotent(caller, "init", key).await? {
-                    return Ok(Accepted { upload: existing, job_id: None });
+                    return Ok(Accepted {
+                        upload: existing,
+                        job_id: None,
+                    });
                 }
-                return Err(AppError::Unavailable("could not record the idempotency key".into()));
+                return Err(AppError::Unavailable(
+                    "could not record the idempotency key".into(),
+                ));
             }
         }
         txn.commit().await?;
@@ -486,8 +595,14 @@ impl Services {
         let txn = self.db.begin().await?;
         let moved = upload::Entity::update_many()
             .col_expr(upload::Column::Status, set_status(to))
-            .col_expr(upload::Column::LastErrorCode, Expr::value(Option::<String>::None))
-            .col_expr(upload::Column::LastErrorMessage, Expr::value(Option::<String>::None))
+            .col_expr(
+                upload::Column::LastErrorCode,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                upload::Column::LastErrorMessage,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(upload::Column::Id.eq(upload_id))
             .filter(upload::Column::Status.is_in(from.iter().map(|s| s.as_str())))
@@ -505,7 +620,10 @@ impl Services {
     }
 
     async fn reload(&self, id: Uuid) -> Result<upload::Model, AppError> {
-        upload::Entity::find_by_id(id).one(&self.db).await?.ok_or_else(AppError::not_found)
+        upload::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(AppError::not_found)
     }
 
     /// The most recent job of a kind for an upload (to wait on work already queued).
@@ -528,7 +646,13 @@ impl Services {
         }
         let from = [UploadStatus::Active, UploadStatus::Paused];
         match self
-            .transition_with_job(current.id, &from, UploadStatus::Active, JobKind::Resume, serde_json::Value::Null)
+            .transition_with_job(
+                current.id,
+                &from,
+                UploadStatus::Active,
+                JobKind::Resume,
+                serde_json::Value::Null,
+            )
             .await?
         {
             Some(job_id) => Ok(Accepted {
@@ -540,14 +664,27 @@ impl Services {
     }
 
     #[instrument(skip_all, fields(upload = %token))]
-    pub async fn complete(&self, caller: &Caller, token: &str, parts: Option<Vec<(u32, String)>>) -> Result<Accepted, AppError> {
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        token: &str,
+        parts: Option<Vec<(u32, String)>>,
+    ) -> Result<Accepted, AppError> {
         let current = self.owned_upload(caller, token).await?;
         let status = effective_status(&current, Utc::now());
         match status {
-            UploadStatus::Completed => return Ok(Accepted { upload: current, job_id: None }),
+            UploadStatus::Completed => {
+                return Ok(Accepted {
+                    upload: current,
+                    job_id: None,
+                })
+            }
             UploadStatus::Completing => {
                 let job_id = self.latest_job(current.id, JobKind::Complete).await?;
-                return Ok(Accepted { upload: current, job_id });
+                return Ok(Accepted {
+                    upload: current,
+                    job_id,
+                });
             }
             UploadStatus::Active | UploadStatus::Paused => {}
             other => return Err(conflict_for(other)),
@@ -555,18 +692,30 @@ impl Services {
         let total = current.total_parts as u32;
         if let Some(parts) = &parts {
             if parts.is_empty() {
-                return Err(AppError::client(ErrorCode::MissingParts, "parts must list every part, or be omitted to use what storage holds"));
+                return Err(AppError::client(
+                    ErrorCode::MissingParts,
+                    "parts must list every part, or be omitted to use what storage holds",
+                ));
             }
             let mut seen = BTreeSet::new();
             for (number, etag) in parts {
                 if *number < 1 || *number > total {
-                    return Err(AppError::client(ErrorCode::InvalidParts, format!("partNumber {number} is outside 1..={total}")));
+                    return Err(AppError::client(
+                        ErrorCode::InvalidParts,
+                        format!("partNumber {number} is outside 1..={total}"),
+                    ));
                 }
                 if etag.trim().trim_matches('"').is_empty() {
-                    return Err(AppError::client(ErrorCode::InvalidParts, format!("part {number} has an empty etag")));
+                    return Err(AppError::client(
+                        ErrorCode::InvalidParts,
+                        format!("part {number} has an empty etag"),
+                    ));
                 }
                 if !seen.insert(*number) {
-                    return Err(AppError::client(ErrorCode::InvalidParts, format!("part {number} is listed twice")));
+                    return Err(AppError::client(
+                        ErrorCode::InvalidParts,
+                        format!("part {number} is listed twice"),
+                    ));
                 }
             }
             if seen.len() as u32 != total {
@@ -580,10 +729,17 @@ impl Services {
         if let Some(list) = sorted.as_mut() {
             list.sort_by_key(|(n, _)| *n);
         }
-        let payload = serde_json::to_value(CompletePayload { parts: sorted }).map_err(|e| AppError::Internal(e.to_string()))?;
+        let payload = serde_json::to_value(CompletePayload { parts: sorted })
+            .map_err(|e| AppError::Internal(e.to_string()))?;
         let from = [UploadStatus::Active, UploadStatus::Paused];
         match self
-            .transition_with_job(current.id, &from, UploadStatus::Completing, JobKind::Complete, payload)
+            .transition_with_job(
+                current.id,
+                &from,
+                UploadStatus::Completing,
+                JobKind::Complete,
+                payload,
+            )
             .await?
         {
             Some(job_id) => Ok(Accepted {
@@ -594,10 +750,16 @@ impl Services {
                 // A concurrent complete got there first: join it.
                 let now = self.reload(current.id).await?;
                 match status_of(&now) {
-                    UploadStatus::Completed => Ok(Accepted { upload: now, job_id: None }),
+                    UploadStatus::Completed => Ok(Accepted {
+                        upload: now,
+                        job_id: None,
+                    }),
                     UploadStatus::Completing => {
                         let job_id = self.latest_job(now.id, JobKind::Complete).await?;
-                        Ok(Accepted { upload: now, job_id })
+                        Ok(Accepted {
+                            upload: now,
+                            job_id,
+                        })
                     }
                     other => Err(conflict_for(other)),
                 }
@@ -610,10 +772,18 @@ impl Services {
         let current = self.owned_upload(caller, token).await?;
         match status_of(&current) {
             UploadStatus::Completed => return Err(conflict_for(UploadStatus::Completed)),
-            UploadStatus::Aborted | UploadStatus::Expired => return Ok(Accepted { upload: current, job_id: None }),
+            UploadStatus::Aborted | UploadStatus::Expired => {
+                return Ok(Accepted {
+                    upload: current,
+                    job_id: None,
+                })
+            }
             UploadStatus::Aborting => {
                 let job_id = self.latest_job(current.id, JobKind::Abort).await?;
-                return Ok(Accepted { upload: current, job_id });
+                return Ok(Accepted {
+                    upload: current,
+                    job_id,
+                });
             }
             _ => {}
         }
@@ -625,7 +795,13 @@ impl Services {
             UploadStatus::Failed,
         ];
         match self
-            .transition_with_job(current.id, &from, UploadStatus::Aborting, JobKind::Abort, serde_json::Value::Null)
+            .transition_with_job(
+                current.id,
+                &from,
+                UploadStatus::Aborting,
+                JobKind::Abort,
+                serde_json::Value::Null,
+            )
             .await?
         {
             Some(job_id) => Ok(Accepted {
@@ -635,10 +811,16 @@ impl Services {
             None => {
                 let now = self.reload(current.id).await?;
                 match status_of(&now) {
-                    UploadStatus::Aborted | UploadStatus::Expired => Ok(Accepted { upload: now, job_id: None }),
+                    UploadStatus::Aborted | UploadStatus::Expired => Ok(Accepted {
+                        upload: now,
+                        job_id: None,
+                    }),
                     UploadStatus::Aborting => {
                         let job_id = self.latest_job(now.id, JobKind::Abort).await?;
-                        Ok(Accepted { upload: now, job_id })
+                        Ok(Accepted {
+                            upload: now,
+                            job_id,
+                        })
                     }
                     other => Err(conflict_for(other)),
                 }
@@ -666,7 +848,11 @@ impl Services {
         if moved.rows_affected != 1 && status_of(&now) != UploadStatus::Paused {
             return Err(conflict_for(status_of(&now)));
         }
-        self.cache.publish(UploadEvent { upload_id: current.id }).await;
+        self.cache
+            .publish(UploadEvent {
+                upload_id: current.id,
+            })
+            .await;
         Ok(now)
     }
 
@@ -694,12 +880,18 @@ impl Services {
         };
         let etag = etag.trim().trim_matches('"');
         if etag.is_empty() || etag.len() > 128 {
-            return Err(AppError::client(ErrorCode::InvalidParts, "etag is required (the ETag header storage returned)"));
+            return Err(AppError::client(
+                ErrorCode::InvalidParts,
+                "etag is required (the ETag header storage returned)",
+            ));
         }
         if size != range.size {
             return Err(AppError::client(
                 ErrorCode::InvalidParts,
-                format!("part {part_number} must be {} bytes (bytes {}..={}), not {size}", range.size, range.start, range.end),
+                format!(
+                    "part {part_number} must be {} bytes (bytes {}..={}), not {size}",
+                    range.size, range.start, range.end
+                ),
             ));
         }
         let txn = self.db.begin().await?;
@@ -711,15 +903,26 @@ impl Services {
             uploaded_at: Set(Utc::now()),
         })
         .on_conflict(
-            OnConflict::columns([upload_part::Column::UploadId, upload_part::Column::PartNumber])
-                .update_columns([upload_part::Column::Etag, upload_part::Column::Size, upload_part::Column::UploadedAt])
-                .to_owned(),
+            OnConflict::columns([
+                upload_part::Column::UploadId,
+                upload_part::Column::PartNumber,
+            ])
+            .update_columns([
+                upload_part::Column::Etag,
+                upload_part::Column::Size,
+                upload_part::Column::UploadedAt,
+            ])
+            .to_owned(),
         )
         .exec(&txn)
         .await?;
         refresh_counters(&txn, current.id).await?;
         txn.commit().await?;
-        self.cache.publish(UploadEvent { upload_id: current.id }).await;
+        self.cache
+            .publish(UploadEvent {
+                upload_id: current.id,
+            })
+            .await;
         self.reload(current.id).await
     }
 
@@ -740,7 +943,11 @@ impl Services {
 
     /// Parts with URLs for `numbers`: from the cached pages the worker wrote, and
     /// presigned here for whatever the cache lacks (evicted, restarted, near expiry).
-    pub async fn part_views(&self, upload: &upload::Model, numbers: &[u32]) -> Result<Vec<PartView>, AppError> {
+    pub async fn part_views(
+        &self,
+        upload: &upload::Model,
+        numbers: &[u32],
+    ) -> Result<Vec<PartView>, AppError> {
         let plan = plan_of(upload)?;
         let Some(storage_upload_id) = upload.storage_upload_id.clone() else {
             return Err(conflict_for(UploadStatus::Initiating));
@@ -753,7 +960,11 @@ impl Services {
         let mut urls: HashMap<u32, PresignedUrl> = HashMap::with_capacity(numbers.len());
         let mut storage: Option<SharedStorage> = None;
         for (page, wanted) in by_page {
-            let mut cached = self.cache.url_page(upload.id, page).await.unwrap_or_default();
+            let mut cached = self
+                .cache
+                .url_page(upload.id, page)
+                .await
+                .unwrap_or_default();
             let missing: Vec<u32> = wanted
                 .iter()
                 .copied()
@@ -768,7 +979,12 @@ impl Services {
                     None => storage.insert(self.storage_for(upload)?).clone(),
                 };
                 let signed = storage
-                    .presign_upload_parts(&upload.file_key, &storage_upload_id, &missing, self.settings.url_ttl)
+                    .presign_upload_parts(
+                        &upload.file_key,
+                        &storage_upload_id,
+                        &missing,
+                        self.settings.url_ttl,
+                    )
                     .await
                     .map_err(storage_to_app)?;
                 let page_len = page_len(plan.total_parts(), page);
@@ -776,7 +992,9 @@ impl Services {
                 for (n, url) in missing.iter().zip(signed) {
                     cached[((n - 1) % URL_PAGE_SIZE) as usize] = Some(url);
                 }
-                self.cache.put_url_page(upload.id, page, cached.clone()).await;
+                self.cache
+                    .put_url_page(upload.id, page, cached.clone())
+                    .await;
             }
             for n in wanted {
                 if let Some(Some(url)) = cached.get(((n - 1) % URL_PAGE_SIZE) as usize) {
@@ -787,8 +1005,12 @@ impl Services {
         numbers
             .iter()
             .map(|&n| {
-                let range = plan.part(n).ok_or_else(|| AppError::Internal(format!("part {n} outside plan")))?;
-                let url = urls.remove(&n).ok_or_else(|| AppError::Internal(format!("no URL for part {n}")))?;
+                let range = plan
+                    .part(n)
+                    .ok_or_else(|| AppError::Internal(format!("part {n} outside plan")))?;
+                let url = urls
+                    .remove(&n)
+                    .ok_or_else(|| AppError::Internal(format!("no URL for part {n}")))?;
                 Ok(PartView {
                     part_number: n,
                     url: url.url,
@@ -812,10 +1034,18 @@ impl Services {
     ) -> Result<(upload::Model, Vec<PartView>, Option<u32>), AppError> {
         let upload = self.owned_upload(caller, token).await?;
         let status = effective_status(&upload, Utc::now());
-        if !matches!(status, UploadStatus::Active | UploadStatus::Paused | UploadStatus::Completing) {
+        if !matches!(
+            status,
+            UploadStatus::Active | UploadStatus::Paused | UploadStatus::Completing
+        ) {
             return Err(conflict_for(status));
         }
-        let uploaded: BTreeSet<u32> = self.uploaded_parts(upload.id).await?.into_iter().map(|p| p.part_number).collect();
+        let uploaded: BTreeSet<u32> = self
+            .uploaded_parts(upload.id)
+            .await?
+            .into_iter()
+            .map(|p| p.part_number)
+            .collect();
         let total = upload.total_parts as u32;
         let mut selected: Vec<u32> = ((after.saturating_add(1))..=total)
             .filter(|n| match state {
@@ -845,17 +1075,28 @@ impl Services {
         let mut query = upload::Entity::find().filter(upload::Column::OwnerId.eq(caller.owner_id));
         if let Some(status) = status.filter(|s| !s.is_empty()) {
             let parsed: UploadStatus = status.parse().map_err(|_| {
-                AppError::client(ErrorCode::InvalidParameter, format!("status must be one of the upload statuses, not {status:?}"))
+                AppError::client(
+                    ErrorCode::InvalidParameter,
+                    format!("status must be one of the upload statuses, not {status:?}"),
+                )
             })?;
             query = query.filter(upload::Column::Status.eq(parsed.as_str()));
         }
         if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
-            let (created_at, id) = decode_cursor(cursor)
-                .ok_or_else(|| AppError::client(ErrorCode::InvalidParameter, "cursor is not one this server issued"))?;
+            let (created_at, id) = decode_cursor(cursor).ok_or_else(|| {
+                AppError::client(
+                    ErrorCode::InvalidParameter,
+                    "cursor is not one this server issued",
+                )
+            })?;
             query = query.filter(
                 Condition::any()
                     .add(upload::Column::CreatedAt.lt(created_at))
-                    .add(Condition::all().add(upload::Column::CreatedAt.eq(created_at)).add(upload::Column::Id.lt(id))),
+                    .add(
+                        Condition::all()
+                            .add(upload::Column::CreatedAt.eq(created_at))
+                            .add(upload::Column::Id.lt(id)),
+                    ),
             );
         }
         let mut rows = query
@@ -892,7 +1133,12 @@ impl Services {
 
     /// Waits until the job finished (done or given up) or the timeout passes; true
     /// when it finished. Woken by the upload's events, re-checked at least every second.
-    pub async fn wait_for_job(&self, upload_id: Uuid, job_id: Uuid, timeout: Duration) -> Result<bool, AppError> {
+    pub async fn wait_for_job(
+        &self,
+        upload_id: Uuid,
+        job_id: Uuid,
+        timeout: Duration,
+    ) -> Result<bool, AppError> {
         let mut events = self.cache.subscribe(upload_id).await;
         let deadline = Instant::now() + timeout;
         loop {
@@ -941,7 +1187,10 @@ impl Services {
         match outcome {
             Ok(()) => {
                 jobs::finish(&self.db, job.id, jobs::STATE_DONE, None).await?;
-                info!(elapsed_ms = started.elapsed().as_millis() as u64, "job done");
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job done"
+                );
             }
             Err(JobError::Retry(reason)) if job.attempts < jobs::MAX_ATTEMPTS => {
                 warn!(%reason, "job failed, will retry");
@@ -953,7 +1202,11 @@ impl Services {
                 jobs::finish(&self.db, job.id, jobs::STATE_FAILED, Some(reason)).await?;
             }
         }
-        self.cache.publish(UploadEvent { upload_id: job.upload_id }).await;
+        self.cache
+            .publish(UploadEvent {
+                upload_id: job.upload_id,
+            })
+            .await;
         Ok(())
     }
 
@@ -978,14 +1231,18 @@ impl Services {
     }
 
     async fn run_job(&self, job: &job::Model) -> Result<(), JobError> {
-        let Some(upload) = upload::Entity::find_by_id(job.upload_id).one(&self.db).await? else {
+        let Some(upload) = upload::Entity::find_by_id(job.upload_id)
+            .one(&self.db)
+            .await?
+        else {
             return Ok(());
         };
         match JobKind::parse(&job.kind) {
             Some(JobKind::Init) => self.job_init(upload).await,
             Some(JobKind::Resume) => self.job_resume(upload).await,
             Some(JobKind::Complete) => {
-                let payload: CompletePayload = serde_json::from_value(job.payload.clone()).unwrap_or_default();
+                let payload: CompletePayload =
+                    serde_json::from_value(job.payload.clone()).unwrap_or_default();
                 self.job_complete(upload, payload).await
             }
             Some(JobKind::Abort) => self.job_abort(upload, UploadStatus::Aborting).await,
@@ -1002,11 +1259,16 @@ impl Services {
                 .create_multipart(&upload.file_key, &upload.content_type, &metadata)
                 .await
                 .map_err(|e| match e {
-                    StorageError::Rejected(reason) => JobError::Fatal(format!("storage refused to create the upload: {reason}")),
+                    StorageError::Rejected(reason) => {
+                        JobError::Fatal(format!("storage refused to create the upload: {reason}"))
+                    }
                     other => JobError::Retry(other.to_string()),
                 })?;
             let stored = upload::Entity::update_many()
-                .col_expr(upload::Column::StorageUploadId, Expr::value(Some(created.clone())))
+                .col_expr(
+                    upload::Column::StorageUploadId,
+                    Expr::value(Some(created.clone())),
+                )
                 .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(upload::Column::Id.eq(upload.id))
                 .filter(upload::Column::StorageUploadId.is_null())
@@ -1017,7 +1279,9 @@ impl Services {
                 .one(&self.db)
                 .await?
                 .ok_or_else(|| JobError::Fatal("upload vanished".into()))?;
-            if stored.rows_affected != 1 && upload.storage_upload_id.as_deref() != Some(created.as_str()) {
+            if stored.rows_affected != 1
+                && upload.storage_upload_id.as_deref() != Some(created.as_str())
+            {
                 // Aborted meanwhile (or another try won): don't leave ours behind.
                 let _ = storage.abort(&upload.file_key, &created).await;
             }
@@ -1032,10 +1296,17 @@ impl Services {
                 .await?;
             if moved.rows_affected == 1 {
                 upload.status = UploadStatus::Active.as_str().into();
-                self.cache.publish(UploadEvent { upload_id: upload.id }).await;
+                self.cache
+                    .publish(UploadEvent {
+                        upload_id: upload.id,
+                    })
+                    .await;
             }
         }
-        if !matches!(status_of(&upload), UploadStatus::Active | UploadStatus::Paused) {
+        if !matches!(
+            status_of(&upload),
+            UploadStatus::Active | UploadStatus::Paused
+        ) {
             return Ok(());
         }
         let all: Vec<u32> = (1..=upload.total_parts as u32).collect();
@@ -1064,10 +1335,19 @@ impl Services {
         let mut ready = already_ready;
         for (page, wanted) in by_page {
             let signed = storage
-                .presign_upload_parts(&upload.file_key, &storage_upload_id, &wanted, self.settings.url_ttl)
+                .presign_upload_parts(
+                    &upload.file_key,
+                    &storage_upload_id,
+                    &wanted,
+                    self.settings.url_ttl,
+                )
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
-            let mut slots = self.cache.url_page(upload.id, page).await.unwrap_or_default();
+            let mut slots = self
+                .cache
+                .url_page(upload.id, page)
+                .await
+                .unwrap_or_default();
             slots.resize(page_len(total, page), None);
             for (n, url) in wanted.iter().zip(signed) {
                 slots[((n - 1) % URL_PAGE_SIZE) as usize] = Some(url);
@@ -1079,29 +1359,48 @@ impl Services {
                 .filter(upload::Column::Id.eq(upload.id))
                 .exec(&self.db)
                 .await?;
-            self.cache.publish(UploadEvent { upload_id: upload.id }).await;
+            self.cache
+                .publish(UploadEvent {
+                    upload_id: upload.id,
+                })
+                .await;
         }
         Ok(())
     }
 
     async fn job_resume(&self, upload: upload::Model) -> Result<(), JobError> {
-        if !matches!(status_of(&upload), UploadStatus::Active | UploadStatus::Paused) {
+        if !matches!(
+            status_of(&upload),
+            UploadStatus::Active | UploadStatus::Paused
+        ) {
             return Ok(());
         }
         let Some(storage_upload_id) = upload.storage_upload_id.clone() else {
             return Err(JobError::Fatal("no storage upload id".into()));
         };
         let storage = self.storage_for(&upload)?;
-        let listed = match storage.list_parts(&upload.file_key, &storage_upload_id).await {
+        let listed = match storage
+            .list_parts(&upload.file_key, &storage_upload_id)
+            .await
+        {
             Ok(listed) => listed,
             Err(StorageError::NoSuchUpload) => {
-                set_last_error(&self.db, upload.id, ErrorCode::UploadExpired.as_str(), "storage no longer has this multipart upload").await?;
+                set_last_error(
+                    &self.db,
+                    upload.id,
+                    ErrorCode::UploadExpired.as_str(),
+                    "storage no longer has this multipart upload",
+                )
+                .await?;
                 return Ok(());
             }
             Err(e) => return Err(JobError::Retry(e.to_string())),
         };
         let total = upload.total_parts as u32;
-        let listed: Vec<StoredPart> = listed.into_iter().filter(|p| p.part_number >= 1 && p.part_number <= total).collect();
+        let listed: Vec<StoredPart> = listed
+            .into_iter()
+            .filter(|p| p.part_number >= 1 && p.part_number <= total)
+            .collect();
         let txn = self.db.begin().await?;
         replace_parts(&txn, upload.id, &listed).await?;
         refresh_counters(&txn, upload.id).await?;
@@ -1111,13 +1410,22 @@ impl Services {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        self.cache.publish(UploadEvent { upload_id: upload.id }).await;
+        self.cache
+            .publish(UploadEvent {
+                upload_id: upload.id,
+            })
+            .await;
         let uploaded: BTreeSet<u32> = listed.iter().map(|p| p.part_number).collect();
         let remaining: Vec<u32> = (1..=total).filter(|n| !uploaded.contains(n)).collect();
-        self.presign_into_cache(&upload, &storage, &remaining, listed.len() as u32).await
+        self.presign_into_cache(&upload, &storage, &remaining, listed.len() as u32)
+            .await
     }
 
-    async fn job_complete(&self, upload: upload::Model, payload: CompletePayload) -> Result<(), JobError> {
+    async fn job_complete(
+        &self,
+        upload: upload::Model,
+        payload: CompletePayload,
+    ) -> Result<(), JobError> {
         if status_of(&upload) != UploadStatus::Completing {
             return Ok(());
         }
@@ -1129,21 +1437,27 @@ impl Services {
         let mut listed: Option<Vec<StoredPart>> = None;
         let parts: Vec<(u32, String)> = match payload.parts {
             Some(parts) => parts,
-            None => match storage.list_parts(&upload.file_key, &storage_upload_id).await {
+            None => match storage
+                .list_parts(&upload.file_key, &storage_upload_id)
+                .await
+            {
                 Ok(found) => {
                     let missing: Vec<u32> = {
                         let have: BTreeSet<u32> = found.iter().map(|p| p.part_number).collect();
                         (1..=total).filter(|n| !have.contains(n)).collect()
                     };
                     if !missing.is_empty() {
-                        let shown: Vec<String> = missing.iter().take(20).map(u32::to_string).collect();
+                        let shown: Vec<String> =
+                            missing.iter().take(20).map(u32::to_string).collect();
                         let message = format!(
                             "storage holds {} of {total} parts; missing: {}{}",
                             total as usize - missing.len(),
                             shown.join(", "),
                             if missing.len() > 20 { ", …" } else { "" }
                         );
-                        return self.back_to_active(&upload, ErrorCode::IncompleteParts, &message).await;
+                        return self
+                            .back_to_active(&upload, ErrorCode::IncompleteParts, &message)
+                            .await;
                     }
                     let parts = found
                         .iter()
@@ -1153,20 +1467,37 @@ impl Services {
                     listed = Some(found);
                     parts
                 }
-                Err(StorageError::NoSuchUpload) => return self.complete_or_fail_missing(&upload, &storage).await,
+                Err(StorageError::NoSuchUpload) => {
+                    return self.complete_or_fail_missing(&upload, &storage).await
+                }
                 Err(e) => return Err(JobError::Retry(e.to_string())),
             },
         };
-        match storage.complete(&upload.file_key, &storage_upload_id, &parts).await {
+        match storage
+            .complete(&upload.file_key, &storage_upload_id, &parts)
+            .await
+        {
             Ok(object) => {
-                let location = object.location.unwrap_or_else(|| storage.object_url(&upload.file_key));
-                self.mark_completed(&upload, &object.etag, &location, listed.as_deref()).await
-            }
-            Err(StorageError::InvalidParts(reason)) => self.back_to_active(&upload, ErrorCode::InvalidParts, &reason).await,
-            Err(StorageError::NoSuchUpload) => self.complete_or_fail_missing(&upload, &storage).await,
-            Err(StorageError::Rejected(reason)) => {
-                self.back_to_active(&upload, ErrorCode::ServiceUnavailable, &format!("storage refused to complete: {reason}"))
+                let location = object
+                    .location
+                    .unwrap_or_else(|| storage.object_url(&upload.file_key));
+                self.mark_completed(&upload, &object.etag, &location, listed.as_deref())
                     .await
+            }
+            Err(StorageError::InvalidParts(reason)) => {
+                self.back_to_active(&upload, ErrorCode::InvalidParts, &reason)
+                    .await
+            }
+            Err(StorageError::NoSuchUpload) => {
+                self.complete_or_fail_missing(&upload, &storage).await
+            }
+            Err(StorageError::Rejected(reason)) => {
+                self.back_to_active(
+                    &upload,
+                    ErrorCode::ServiceUnavailable,
+                    &format!("storage refused to complete: {reason}"),
+                )
+                .await
             }
             Err(e) => Err(JobError::Retry(e.to_string())),
         }
@@ -1174,10 +1505,15 @@ impl Services {
 
     /// Storage no longer knows the upload: either an earlier try completed it (the
     /// object is there, so we only missed recording it) or it is gone for good.
-    async fn complete_or_fail_missing(&self, upload: &upload::Model, storage: &SharedStorage) -> Result<(), JobError> {
+    async fn complete_or_fail_missing(
+        &self,
+        upload: &upload::Model,
+        storage: &SharedStorage,
+    ) -> Result<(), JobError> {
         match storage.head_object(&upload.file_key).await {
             Ok(Some((size, etag))) if size == upload.file_size as u64 => {
-                self.mark_completed(upload, &etag, &storage.object_url(&upload.file_key), None).await
+                self.mark_completed(upload, &etag, &storage.object_url(&upload.file_key), None)
+                    .await
             }
             Ok(_) => {
                 upload::Entity::update_many()
@@ -1186,7 +1522,13 @@ impl Services {
                     .filter(upload::Column::Status.eq(UploadStatus::Completing.as_str()))
                     .exec(&self.db)
                     .await?;
-                set_last_error(&self.db, upload.id, ErrorCode::UploadExpired.as_str(), "storage no longer has this multipart upload").await?;
+                set_last_error(
+                    &self.db,
+                    upload.id,
+                    ErrorCode::UploadExpired.as_str(),
+                    "storage no longer has this multipart upload",
+                )
+                .await?;
                 Ok(())
             }
             Err(e) => Err(JobError::Retry(e.to_string())),
@@ -1208,13 +1550,25 @@ impl Services {
         upload::Entity::update_many()
             .col_expr(upload::Column::Status, set_status(UploadStatus::Completed))
             .col_expr(upload::Column::Etag, Expr::value(Some(etag.to_string())))
-            .col_expr(upload::Column::Location, Expr::value(Some(location.to_string())))
+            .col_expr(
+                upload::Column::Location,
+                Expr::value(Some(location.to_string())),
+            )
             .col_expr(upload::Column::CompletedAt, Expr::value(Some(now)))
             .col_expr(upload::Column::UpdatedAt, Expr::value(now))
-            .col_expr(upload::Column::UploadedParts, Expr::value(upload.total_parts))
+            .col_expr(
+                upload::Column::UploadedParts,
+                Expr::value(upload.total_parts),
+            )
             .col_expr(upload::Column::UploadedBytes, Expr::value(upload.file_size))
-            .col_expr(upload::Column::LastErrorCode, Expr::value(Option::<String>::None))
-            .col_expr(upload::Column::LastErrorMessage, Expr::value(Option::<String>::None))
+            .col_expr(
+                upload::Column::LastErrorCode,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                upload::Column::LastErrorMessage,
+                Expr::value(Option::<String>::None),
+            )
             .filter(upload::Column::Id.eq(upload.id))
             .filter(upload::Column::Status.eq(UploadStatus::Completing.as_str()))
             .exec(&txn)
@@ -1225,11 +1579,22 @@ impl Services {
         Ok(())
     }
 
-    async fn back_to_active(&self, upload: &upload::Model, code: ErrorCode, message: &str) -> Result<(), JobError> {
+    async fn back_to_active(
+        &self,
+        upload: &upload::Model,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), JobError> {
         upload::Entity::update_many()
             .col_expr(upload::Column::Status, set_status(UploadStatus::Active))
-            .col_expr(upload::Column::LastErrorCode, Expr::value(Some(code.as_str().to_string())))
-            .col_expr(upload::Column::LastErrorMessage, Expr::value(Some(message.to_string())))
+            .col_expr(
+                upload::Column::LastErrorCode,
+                Expr::value(Some(code.as_str().to_string())),
+            )
+            .col_expr(
+                upload::Column::LastErrorMessage,
+                Expr::value(Some(message.to_string())),
+            )
             .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(upload::Column::Id.eq(upload.id))
             .filter(upload::Column::Status.eq(UploadStatus::Completing.as_str()))
@@ -1241,7 +1606,11 @@ impl Services {
 
     /// Aborts on storage, then records the final state (`aborted`, or `expired`
     /// which the sweeper already set).
-    async fn job_abort(&self, upload: upload::Model, expected: UploadStatus) -> Result<(), JobError> {
+    async fn job_abort(
+        &self,
+        upload: upload::Model,
+        expected: UploadStatus,
+    ) -> Result<(), JobError> {
         if status_of(&upload) != expected {
             return Ok(());
         }
@@ -1274,7 +1643,10 @@ impl Services {
             .select_only()
             .column(upload::Column::Id)
             .filter(upload::Column::ExpiresAt.lte(now))
-            .filter(upload::Column::Status.is_in([UploadStatus::Active.as_str(), UploadStatus::Paused.as_str()]))
+            .filter(
+                upload::Column::Status
+                    .is_in([UploadStatus::Active.as_str(), UploadStatus::Paused.as_str()]),
+            )
             .limit(500)
             .into_tuple::<Uuid>()
             .all(&self.db)
@@ -1283,7 +1655,13 @@ impl Services {
         for id in due {
             let from = [UploadStatus::Active, UploadStatus::Paused];
             if self
-                .transition_with_job(id, &from, UploadStatus::Expired, JobKind::Expire, serde_json::Value::Null)
+                .transition_with_job(
+                    id,
+                    &from,
+                    UploadStatus::Expired,
+                    JobKind::Expire,
+                    serde_json::Value::Null,
+                )
                 .await?
                 .is_some()
             {
@@ -1308,10 +1686,21 @@ fn storage_to_app(e: StorageError) -> AppError {
     }
 }
 
-async fn set_last_error(db: &impl ConnectionTrait, id: Uuid, code: &str, message: &str) -> Result<(), DbErr> {
+async fn set_last_error(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    code: &str,
+    message: &str,
+) -> Result<(), DbErr> {
     upload::Entity::update_many()
-        .col_expr(upload::Column::LastErrorCode, Expr::value(Some(code.to_string())))
-        .col_expr(upload::Column::LastErrorMessage, Expr::value(Some(message.to_string())))
+        .col_expr(
+            upload::Column::LastErrorCode,
+            Expr::value(Some(code.to_string())),
+        )
+        .col_expr(
+            upload::Column::LastErrorMessage,
+            Expr::value(Some(message.to_string())),
+        )
         .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(id))
         .exec(db)
@@ -1320,7 +1709,11 @@ async fn set_last_error(db: &impl ConnectionTrait, id: Uuid, code: &str, message
 }
 
 /// Storage's list is the truth: the part rows become exactly what it holds.
-async fn replace_parts(db: &impl ConnectionTrait, upload_id: Uuid, parts: &[StoredPart]) -> Result<(), DbErr> {
+async fn replace_parts(
+    db: &impl ConnectionTrait,
+    upload_id: Uuid,
+    parts: &[StoredPart],
+) -> Result<(), DbErr> {
     upload_part::Entity::delete_many()
         .filter(upload_part::Column::UploadId.eq(upload_id))
         .exec(db)
@@ -1348,8 +1741,14 @@ async fn refresh_counters(db: &impl ConnectionTrait, upload_id: Uuid) -> Result<
         .all(db)
         .await?;
     upload::Entity::update_many()
-        .col_expr(upload::Column::UploadedParts, Expr::value(sizes.len() as i32))
-        .col_expr(upload::Column::UploadedBytes, Expr::value(sizes.iter().sum::<i64>()))
+        .col_expr(
+            upload::Column::UploadedParts,
+            Expr::value(sizes.len() as i32),
+        )
+        .col_expr(
+            upload::Column::UploadedBytes,
+            Expr::value(sizes.iter().sum::<i64>()),
+        )
         .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(upload_id))
         .exec(db)
@@ -1358,14 +1757,20 @@ async fn refresh_counters(db: &impl ConnectionTrait, upload_id: Uuid) -> Result<
 }
 
 fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.to_rfc3339()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}|{id}", created_at.to_rfc3339()))
 }
 
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
     let text = String::from_utf8(bytes).ok()?;
     let (at, id) = text.split_once('|')?;
-    Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), id.parse().ok()?))
+    Some((
+        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        id.parse().ok()?,
+    ))
 }
 
 /// How a job attempt ended, when it did not succeed.

@@ -25,7 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     domain::Provider,
-    ports::{CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StoredPart},
+    ports::{
+        CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StoredPart,
+    },
 };
 
 /// Access keys for one bucket. `Debug` never shows the secret.
@@ -142,7 +144,10 @@ fn build_client(target: &StorageTarget, endpoint: Option<&str>) -> Client {
 
 impl S3Storage {
     pub fn new(target: &StorageTarget) -> Self {
-        let public = target.public_endpoint.as_deref().or(target.endpoint.as_deref());
+        let public = target
+            .public_endpoint
+            .as_deref()
+            .or(target.endpoint.as_deref());
         let object_base_url = match public {
             Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), target.bucket),
             None => format!(
@@ -171,7 +176,12 @@ impl S3Storage {
 }
 
 /// Storage's words for "these parts can't be assembled".
-const INVALID_PART_CODES: [&str; 4] = ["InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"];
+const INVALID_PART_CODES: [&str; 4] = [
+    "InvalidPart",
+    "InvalidPartOrder",
+    "EntityTooSmall",
+    "MalformedXML",
+];
 
 fn classify<E, R>(err: SdkError<E, R>) -> StorageError
 where
@@ -184,15 +194,24 @@ where
             let code = inner.code().unwrap_or("Unknown").to_string();
             let message = inner.message().unwrap_or("").to_string();
             let status = format!("{:?}", service.raw());
-            let is_server_error = status.contains("status: 5") || code == "SlowDown" || code == "InternalError";
+            let is_server_error =
+                status.contains("status: 5") || code == "SlowDown" || code == "InternalError";
             if code == "NoSuchUpload" {
                 StorageError::NoSuchUpload
             } else if INVALID_PART_CODES.contains(&code.as_str()) {
-                StorageError::InvalidParts(if message.is_empty() { code } else { format!("{code}: {message}") })
+                StorageError::InvalidParts(if message.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {message}")
+                })
             } else if is_server_error {
                 StorageError::Unavailable(code)
             } else {
-                StorageError::Rejected(if message.is_empty() { code } else { format!("{code}: {message}") })
+                StorageError::Rejected(if message.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {message}")
+                })
             }
         }
         SdkError::TimeoutError(_) => StorageError::Unavailable("timeout".into()),
@@ -277,7 +296,11 @@ impl ObjectStorage for S3Storage {
         Ok(urls)
     }
 
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<StoredPart>, StorageError> {
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<StoredPart>, StorageError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -333,7 +356,11 @@ impl ObjectStorage for S3Storage {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .send()
             .await
             .map_err(classify)?;
@@ -360,7 +387,14 @@ impl ObjectStorage for S3Storage {
     }
 
     async fn head_object(&self, key: &str) -> Result<Option<(u64, String)>, StorageError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(head) => Ok(Some((
                 head.content_length().unwrap_or(0).max(0) as u64,
                 head.e_tag().map(unquote).unwrap_or_default(),
@@ -373,7 +407,11 @@ impl ObjectStorage for S3Storage {
         }
     }
 
-    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<PresignedUrl, StorageError> {
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<PresignedUrl, StorageError> {
         let (config, expires_at) = Self::presigning(expires_in)?;
         let presigned = self
             .presign_client

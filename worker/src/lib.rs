@@ -25,7 +25,10 @@ pub async fn run_embedded_queue(
 ) {
     match jobs::release_all_leases(&services.db).await {
         Ok(0) => {}
-        Ok(n) => info!(jobs = n, "picked up jobs left unfinished by the previous run"),
+        Ok(n) => info!(
+            jobs = n,
+            "picked up jobs left unfinished by the previous run"
+        ),
         Err(e) => warn!(error = %e, "could not release old job leases"),
     }
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
@@ -64,16 +67,26 @@ async fn drain(mut running: JoinSet<()>, grace: Duration) {
         return;
     }
     info!(jobs = running.len(), "waiting for in-flight jobs");
-    let finished = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+    let finished = tokio::time::timeout(grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
     if finished.is_err() {
         // Their leases lapse and the next run takes them again.
-        warn!(jobs = running.len(), "shutdown deadline passed; abandoning in-flight jobs");
+        warn!(
+            jobs = running.len(),
+            "shutdown deadline passed; abandoning in-flight jobs"
+        );
         running.abort_all();
     }
 }
 
 /// Periodically marks expired uploads and queues their storage aborts.
-pub async fn run_sweeper(services: Arc<Services>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_sweeper(
+    services: Arc<Services>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     while !*shutdown.borrow() {
         if let Err(e) = services.sweep_expired().await {
             error!(error = %e, "expiry sweep failed");

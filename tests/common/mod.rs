@@ -1,0 +1,259 @@
+//! Starts the all-in-one service on port 0 with a temp data dir and talks to it over
+//! HTTP, like a client.
+#![allow(dead_code)]
+use std::{path::PathBuf, time::Duration};
+
+use partway::Application;
+use partway_core::config::Config;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const MIB: usize = 1024 * 1024;
+
+pub struct TestApp {
+    pub app: Application,
+    pub base: String,
+    pub key: String,
+    pub http: Client,
+    pub data_dir: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn config_for(data_dir: &std::path::Path, extra: &[(String, String)]) -> Config {
+    let mut env = vec![
+        ("PARTWAY_BIND".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "PARTWAY_EMBEDDED_S3_BIND".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        (
+            "PARTWAY_DATA_DIR".to_string(),
+            data_dir.display().to_string(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    Config::load_from(env).expect("test config")
+}
+
+/// A required external service from the test command's environment. In CI
+/// (PARTWAY_REQUIRE_SERVICES=1) a missing one fails the test; locally it skips.
+pub fn required_service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("PARTWAY_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("{var} is not set but PARTWAY_REQUIRE_SERVICES=1: start it with scripts/test")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run through scripts/test)");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database on the test server.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use sea_orm::{ConnectionTrait, Database};
+    let url = required_service("PARTWAY_TEST_DATABASE_URL")?;
+    let admin = Database::connect(&url)
+        .await
+        .expect("connect to test PostgreSQL");
+    let name = format!("partway_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let (base, _) = url.rsplit_once('/').expect("database url has a path");
+    Some(format!("{base}/{name}"))
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(vec![]).await
+    }
+
+    pub async fn spawn_with(extra_env: Vec<(String, String)>) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut app = Self::start(data_dir, extra_env).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    async fn start(data_dir: PathBuf, extra_env: Vec<(String, String)>) -> TestApp {
+        let app = Application::build(config_for(&data_dir, &extra_env))
+            .await
+            .expect("application starts");
+        TestApp {
+            base: app.base_url(),
+            key: app.dev_api_key().expect("dev key").to_string(),
+            app,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            data_dir,
+            extra_env,
+            _dir: None,
+        }
+    }
+
+    /// Stops the service and starts a new one on the same data dir.
+    pub async fn restart(self) -> TestApp {
+        let dir = self._dir;
+        let data_dir = self.data_dir.clone();
+        let extra = self.extra_env.clone();
+        self.app.shutdown().await;
+        let mut app = Self::start(data_dir, extra).await;
+        app._dir = dir;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("x-api-key", &self.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn post_with_key(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("x-api-key", &self.key)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn get_with_key(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn init(&self, filename: &str, size: usize) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/v1/upload/multipart/init?wait=60",
+                json!({"filename": filename, "fileSize": size, "contentType": "application/octet-stream"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "init: {body}");
+        body
+    }
+
+    /// Plain PUT of bytes to a presigned URL, as curl -T would; returns the ETag.
+    pub async fn put_part(&self, url: &str, bytes: Vec<u8>) -> String {
+        let response = self
+            .http
+            .put(url)
+            .body(bytes)
+            .send()
+            .await
+            .expect("part PUT");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "part PUT: {}",
+            response.text().await.unwrap_or_default()
+        );
+        response
+            .headers()
+            .get("etag")
+            .expect("ETag header")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn report(&self, token: &str, part: &Value, etag: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .put(self.url(&format!(
+                "/api/v1/upload/multipart/{token}/parts/{}",
+                part["partNumber"]
+            )))
+            .header("x-api-key", &self.key)
+            .json(&json!({"etag": etag, "size": part["size"]}))
+            .send()
+            .await
+            .expect("report");
+        read(response).await
+    }
+
+    pub async fn download(&self, url: &str) -> Vec<u8> {
+        let response = self.http.get(url).send().await.expect("download");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap().to_vec()
+    }
+}
+
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn slice(file: &[u8], part: &Value) -> Vec<u8> {
+    let start = part["start"].as_u64().unwrap() as usize;
+    let end = part["end"].as_u64().unwrap() as usize;
+    file[start..=end].to_vec()
+}
+
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["success"], json!(false), "{body}");
+    assert_eq!(body["error"], json!(want_code), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

@@ -1,0 +1,386 @@
+//! End to end over HTTP against the all-in-one service: real presigned PUTs to the
+//! embedded S3 endpoint, real SQLite (and PostgreSQL when the test command provides it).
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// 5 MiB + 5 MiB + 2 MiB + 1 byte: three parts, the last one smaller.
+const FILE_SIZE: usize = 12 * MIB + 1;
+
+fn part_numbers(parts: &Value) -> Vec<u64> {
+    parts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partNumber"].as_u64().unwrap())
+        .collect()
+}
+
+async fn three_part_flow(app: &TestApp) {
+    let file = test_bytes(FILE_SIZE, 7);
+    let init = app.init("report.pdf", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("mpu_"));
+    assert_eq!(init["totalParts"], json!(3));
+    assert_eq!(init["partSize"], json!(5 * MIB));
+    let parts = init["partUrls"].as_array().unwrap().clone();
+    let sizes: Vec<u64> = parts.iter().map(|p| p["size"].as_u64().unwrap()).collect();
+    assert_eq!(
+        sizes,
+        vec![5 * MIB as u64, 5 * MIB as u64, 2 * MIB as u64 + 1]
+    );
+    assert_eq!(parts[2]["end"], json!(FILE_SIZE - 1));
+
+    // Two parts uploaded with plain PUTs, one reported.
+    let etag1 = app
+        .put_part(parts[0]["url"].as_str().unwrap(), slice(&file, &parts[0]))
+        .await;
+    let etag2 = app
+        .put_part(parts[1]["url"].as_str().unwrap(), slice(&file, &parts[1]))
+        .await;
+    let (status, progress) = app.report(&token, &parts[0], &etag1).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress["progress"]["uploaded"], json!(1));
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["progress"]["uploadedBytes"], json!(5 * MIB));
+    assert_eq!(doc["status"], json!("active"));
+
+    // Resume lists exactly those two (from storage) and presigns only the third.
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(part_numbers(&resumed["uploadedParts"]), vec![1, 2]);
+    assert_eq!(
+        resumed["uploadedParts"][1]["etag"],
+        json!(etag2.trim_matches('"'))
+    );
+    assert_eq!(part_numbers(&resumed["remainingParts"]), vec![3]);
+    assert_eq!(resumed["progress"]["uploaded"], json!(2));
+    let third = resumed["remainingParts"][0].clone();
+    let etag3 = app
+        .put_part(third["url"].as_str().unwrap(), slice(&file, &third))
+        .await;
+
+    let complete_body = json!({"resumeToken": token, "parts": [
+        {"partNumber": 1, "etag": etag1}, {"partNumber": 2, "etag": etag2}, {"partNumber": 3, "etag": etag3}]});
+    let (status, completed) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            complete_body.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(completed["status"], json!("completed"));
+    assert_eq!(completed["fileSize"], json!(FILE_SIZE));
+    assert!(
+        completed["etag"].as_str().unwrap().ends_with("-3"),
+        "{completed}"
+    );
+    let downloaded = app
+        .download(completed["downloadUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(sha256(&downloaded), sha256(&file));
+
+    // Completing again answers the same 200; abort after complete is a conflict.
+    let (status, again) = app
+        .post("/api/v1/upload/multipart/complete", complete_body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["etag"], completed["etag"]);
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 409, "UPLOAD_ALREADY_COMPLETED");
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("completed"));
+    assert_eq!(doc["progress"]["percentage"], json!(100.0));
+    assert!(doc["downloadUrl"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn three_part_upload_resume_complete_and_download_match() {
+    let app = TestApp::spawn().await;
+    three_part_flow(&app).await;
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn three_part_upload_on_postgresql() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(vec![("PARTWAY_DATABASE_URL".into(), url)]).await;
+    three_part_flow(&app).await;
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn abort_is_idempotent_and_resume_after_abort_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let init = app.init("a.bin", 6 * MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("aborted"));
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("aborted"));
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/resume",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 409, "UPLOAD_ABORTED");
+    // Storage's upload is gone too: its part URLs no longer store anything.
+    let response = app
+        .http
+        .put(init["partUrls"][0]["url"].as_str().unwrap())
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_owner_gets_404_never_403() {
+    let app = TestApp::spawn().await;
+    let init = app.init("mine.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let (_, other_key) = partway_core::auth::create_key(&app.app.services.db, "other")
+        .await
+        .unwrap();
+    let (status, body) = app
+        .get_with_key(&format!("/api/v1/upload/multipart/{token}"), &other_key)
+        .await;
+    assert_error(status, &body, 404, "UPLOAD_NOT_FOUND");
+    for route in ["resume", "complete", "abort", "pause"] {
+        let (status, body) = app
+            .post_with_key(
+                &format!("/api/v1/upload/multipart/{route}"),
+                &other_key,
+                json!({"resumeToken": token}),
+            )
+            .await;
+        assert_error(status, &body, 404, "UPLOAD_NOT_FOUND");
+    }
+    let (status, list) = app.get_with_key("/api/v1/uploads", &other_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["uploads"], json!([]));
+    // Still intact for its owner.
+    let (status, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["status"], json!("active"));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_mid_upload_then_resume_and_complete_from_storage_list() {
+    let app = TestApp::spawn().await;
+    let file = test_bytes(FILE_SIZE, 11);
+    let init = app.init("video.mp4", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let first = init["partUrls"][0].clone();
+    app.put_part(first["url"].as_str().unwrap(), slice(&file, &first))
+        .await;
+
+    let app = app.restart().await;
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(part_numbers(&resumed["uploadedParts"]), vec![1]);
+    assert_eq!(part_numbers(&resumed["remainingParts"]), vec![2, 3]);
+    for part in resumed["remainingParts"].as_array().unwrap() {
+        app.put_part(part["url"].as_str().unwrap(), slice(&file, part))
+            .await;
+    }
+    // No parts: complete with what storage lists.
+    let (status, completed) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    let downloaded = app
+        .download(completed["downloadUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(sha256(&downloaded), sha256(&file));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn complete_with_missing_part_in_storage_is_incomplete_parts() {
+    let app = TestApp::spawn().await;
+    let file = test_bytes(FILE_SIZE, 3);
+    let init = app.init("gap.bin", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let first = init["partUrls"][0].clone();
+    app.put_part(first["url"].as_str().unwrap(), slice(&file, &first))
+        .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 400, "INCOMPLETE_PARTS");
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("active"));
+    assert_eq!(doc["lastError"]["code"], json!("INCOMPLETE_PARTS"));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_etag_is_invalid_parts_and_upload_stays_completable() {
+    let app = TestApp::spawn().await;
+    let file = test_bytes(MIB + 5, 5);
+    let init = app.init("small.bin", file.len()).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let part = init["partUrls"][0].clone();
+    let etag = app
+        .put_part(part["url"].as_str().unwrap(), file.clone())
+        .await;
+
+    let wrong = json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": "0123456789abcdef0123456789abcdef"}]});
+    let (status, body) = app
+        .post("/api/v1/upload/multipart/complete?wait=30", wrong)
+        .await;
+    assert_error(status, &body, 400, "INVALID_PARTS");
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("active"));
+    assert_eq!(doc["lastError"]["code"], json!("INVALID_PARTS"));
+    // The part is still there.
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(part_numbers(&resumed["uploadedParts"]), vec![1]);
+
+    let right = json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": etag}]});
+    let (status, completed) = app
+        .post("/api/v1/upload/multipart/complete?wait=30", right)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(
+        sha256(
+            &app.download(completed["downloadUrl"].as_str().unwrap())
+                .await
+        ),
+        sha256(&file)
+    );
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert!(doc.get("lastError").is_none(), "{doc}");
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn same_idempotency_key_twice_creates_one_upload() {
+    let app = TestApp::spawn().await;
+    let body =
+        json!({"filename": "once.bin", "fileSize": MIB, "contentType": "application/octet-stream"});
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(app.url("/api/v1/upload/multipart/init?wait=30"))
+            .header("x-api-key", &app.key)
+            .header("Idempotency-Key", "client-retry-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, init) = read(response).await;
+        assert_eq!(status, StatusCode::OK, "{init}");
+        tokens.push(init["resumeToken"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens[0], tokens[1]);
+    let (_, list) = app.get("/api/v1/uploads").await;
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 1);
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn pause_then_resume_makes_the_upload_active_again() {
+    let app = TestApp::spawn().await;
+    let init = app.init("p.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let (status, doc) = app
+        .post(
+            "/api/v1/upload/multipart/pause",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["status"], json!("paused"));
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("active"));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_wait_init_answers_202_and_polling_sees_urls_ready() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app
+        .post(
+            "/api/v1/upload/multipart/init",
+            json!({"filename": "poll.bin", "fileSize": 11 * MIB, "contentType": "application/octet-stream"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    assert_eq!(doc["status"], json!("initiating"));
+    let token = doc["resumeToken"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        if doc["status"] == json!("active") && doc["urlsReady"] == json!(3) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {doc}");
+        tokio::task::yield_now().await;
+    }
+    let (status, page) = app
+        .get(&format!(
+            "/api/v1/upload/multipart/{token}/parts?state=pending&limit=2"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(part_numbers(&page["parts"]), vec![1, 2]);
+    assert_eq!(page["nextAfter"], json!(2));
+    app.app.shutdown().await;
+}
