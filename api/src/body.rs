@@ -72,6 +72,18 @@ impl<T: ContractBody> ParsePayload for ContractJson<T> {
 }
 
 pub fn parse_body<T: ContractBody>(data: &[u8]) -> Result<T, ApiError> {
+    // serde would take an array as a struct's tuple form; the contract wants an object.
+    if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+                Err(e) => ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the body is not valid JSON: {e}"),
+                ),
+                Ok(_) => ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(data);
     let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
     if parsed.is_ok() {

@@ -1,0 +1,199 @@
+//! The spec in the repo matches the code, `partway keys` works beside a running
+//! service, expired uploads are swept, migrations run on PostgreSQL.
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[test]
+fn committed_openapi_yaml_matches_the_code() {
+    let generated = partway::openapi_yaml();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
+    if std::env::var("PARTWAY_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi.yaml is out of date: regenerate with `cargo run -- openapi > openapi.yaml`"
+    );
+    let spec: serde_yaml::Value = serde_yaml::from_str(&generated).unwrap();
+    let init = &spec["paths"]["/api/v1/upload/multipart/init"]["post"];
+    let schema_name = init["requestBody"]["content"]["application/json; charset=utf-8"]["schema"]
+        ["$ref"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let required = &spec["components"]["schemas"][schema_name.as_str()]["required"];
+    for field in ["filename", "fileSize", "contentType"] {
+        assert!(
+            required
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str() == Some(field)),
+            "{field} is marked required"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_cli_creates_a_working_key_beside_the_running_service() {
+    let app = TestApp::spawn().await;
+    let bin = env!("CARGO_BIN_EXE_partway");
+    let output = Command::new(bin)
+        .args(["keys", "create", "--owner", "alice"])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_string();
+    assert!(key.starts_with("pwk_"), "{stdout}");
+    let (status, body) = app.get_with_key("/api/v1/uploads", &key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let list = Command::new(bin)
+        .args(["keys", "list"])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listing.contains("alice") && listing.contains("dev"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&key), "the key itself is never listed");
+    let id = listing
+        .lines()
+        .find(|l| l.contains("alice"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let revoke = Command::new(bin)
+        .args(["keys", "revoke", &id])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let list = Command::new(bin)
+        .args(["keys", "list"])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    let revoked_line = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap()
+        .to_string();
+    assert!(
+        !revoked_line.trim_end().ends_with('-'),
+        "revoked time shown: {revoked_line}"
+    );
+
+    let bad = Command::new(bin)
+        .args(["keys", "create", "--owner", "Bad Name!"])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(!String::from_utf8_lossy(&bad.stderr).is_empty());
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_uploads_are_swept_and_aborted_on_storage() {
+    let app = TestApp::spawn_with(vec![
+        ("PARTWAY_UPLOAD_TTL".into(), "2s".into()),
+        ("PARTWAY_SWEEP_INTERVAL".into(), "1s".into()),
+    ])
+    .await;
+    let init = app.init("short-lived.bin", 6 * MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let url = init["partUrls"][0]["url"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        let stored =
+            partway_entity::upload::Entity::find_by_id(uuid::Uuid::parse_str(&token[4..]).unwrap());
+        use sea_orm::EntityTrait;
+        let row = stored.one(&app.app.services.db).await.unwrap().unwrap();
+        if row.status == "expired" {
+            assert_eq!(doc["status"], json!("expired"));
+            // The storage abort runs as a job: wait until the part URL stops working.
+            let response = app.http.put(&url).body(vec![1u8; 8]).send().await.unwrap();
+            if response.status() == StatusCode::NOT_FOUND {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not swept: {doc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/resume",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 410, "UPLOAD_EXPIRED");
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("expired"));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn migrations_apply_roll_back_and_reapply_on_postgresql() {
+    use partway_migration::{Migrator, MigratorTrait};
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(
+        Migrator::get_pending_migrations(&db).await.unwrap().len(),
+        0
+    );
+    Migrator::down(&db, None).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    let (_, key) = partway_core::auth::create_key(&db, "pg-owner")
+        .await
+        .unwrap();
+    assert!(key.starts_with("pwk_"));
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = TestApp::spawn().await;
+    let (status, body) = read(app.http.get(app.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = read(app.http.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let spec = app.http.get(app.url("/openapi.yaml")).send().await.unwrap();
+    assert_eq!(spec.status(), StatusCode::OK);
+    assert_eq!(spec.text().await.unwrap(), partway::openapi_yaml());
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    app.app.shutdown().await;
+}
