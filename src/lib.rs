@@ -239,6 +239,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         ensure_dir(&config.data_dir)?;
+        if config.amqp_url.is_some() || config.redis_url.is_some() {
+            tracing::warn!("PARTWAY_AMQP_URL / PARTWAY_REDIS_URL are not used by the all-in-one service yet: using the in-process queue and cache");
+        }
         let db = connect_database(&config).await?;
         migrate(&db).await?;
 

@@ -197,3 +197,52 @@ async fn health_and_readiness_answer() {
     assert_eq!(docs.status(), StatusCode::OK);
     app.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upload_past_its_expiry_counts_as_expired_before_the_sweep() {
+    let app = TestApp::spawn_with(vec![
+        ("PARTWAY_UPLOAD_TTL".into(), "1s".into()),
+        ("PARTWAY_SWEEP_INTERVAL".into(), "3600s".into()),
+    ])
+    .await;
+    let init = app.init("stale.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        if doc["status"] == json!("expired") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{doc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, active) = app.get("/api/v1/uploads?status=active").await;
+    assert_eq!(active["uploads"], json!([]));
+    let (_, expired) = app.get("/api/v1/uploads?status=expired").await;
+    assert_eq!(expired["uploads"][0]["resumeToken"], json!(token));
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/complete",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 410, "UPLOAD_EXPIRED");
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("expired"));
+    // Storage's upload was aborted by the expire job.
+    let response = app
+        .http
+        .put(init["partUrls"][0]["url"].as_str().unwrap())
+        .body(vec![1u8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    app.app.shutdown().await;
+}

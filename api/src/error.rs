@@ -124,10 +124,18 @@ pub fn to_envelope(err: poem::Error) -> Response {
         return api.as_response();
     }
     let status = err.status();
-    let (code, message): (ErrorCode, String) = if err.is::<poem_openapi::error::ParseParamError>() {
-        (ErrorCode::InvalidParameter, err.to_string())
+    let (code, message): (ErrorCode, String) = if let Some(e) =
+        err.downcast_ref::<poem_openapi::error::ParseParamError>()
+    {
+        (
+            ErrorCode::InvalidParameter,
+            format!("parameter `{}` is not valid: {}", e.name, e.reason),
+        )
     } else if err.is::<poem_openapi::error::ParsePathError>() {
-        (ErrorCode::InvalidParameter, err.to_string())
+        (
+            ErrorCode::InvalidParameter,
+            "partNumber must be a whole number from 1 to 10000".into(),
+        )
     } else if err.is::<poem_openapi::error::AuthorizationError>() {
         (
             ErrorCode::Unauthorized,

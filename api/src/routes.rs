@@ -50,6 +50,8 @@ impl Auth {
     }
 }
 
+// One response per request: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
 pub enum InitResponse {
     /// The upload is ready: every part URL is in `partUrls`.
@@ -60,6 +62,8 @@ pub enum InitResponse {
     Accepted(Json<StatusDoc>),
 }
 
+// One response per request: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
 pub enum ResumeResponse {
     #[oai(status = 200)]
@@ -68,6 +72,8 @@ pub enum ResumeResponse {
     Accepted(Json<StatusDoc>),
 }
 
+// One response per request: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
 pub enum CompleteResponse {
     #[oai(status = 200)]
@@ -76,6 +82,8 @@ pub enum CompleteResponse {
     Accepted(Json<StatusDoc>),
 }
 
+// One response per request: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(ApiResponse)]
 pub enum AbortResponse {
     #[oai(status = 200)]
@@ -450,11 +458,15 @@ impl UploadApi {
 
     /// The status document of an upload.
     #[oai(
-        path = "/api/v1/upload/multipart/:resume_token",
+        path = "/api/v1/upload/multipart/:resumeToken",
         method = "get",
         tag = "Tag::Uploads"
     )]
-    async fn status(&self, auth: Auth, resume_token: Path<String>) -> ApiResult<Json<StatusDoc>> {
+    async fn status(
+        &self,
+        auth: Auth,
+        #[oai(name = "resumeToken")] resume_token: Path<String>,
+    ) -> ApiResult<Json<StatusDoc>> {
         let caller = self.caller(&auth).await?;
         let upload = self.services.get(&caller, &resume_token.0).await?;
         Ok(Json(self.status_doc(&upload).await?))
@@ -462,14 +474,14 @@ impl UploadApi {
 
     /// Parts with presigned URLs, a page at a time.
     #[oai(
-        path = "/api/v1/upload/multipart/:resume_token/parts",
+        path = "/api/v1/upload/multipart/:resumeToken/parts",
         method = "get",
         tag = "Tag::Uploads"
     )]
     async fn parts(
         &self,
         auth: Auth,
-        resume_token: Path<String>,
+        #[oai(name = "resumeToken")] resume_token: Path<String>,
         /// pending (default), uploaded or all
         state: Query<Option<String>>,
         /// Only parts numbered above this.
@@ -509,15 +521,15 @@ impl UploadApi {
 
     /// Report a part the client PUT to storage; progress is visible at once.
     #[oai(
-        path = "/api/v1/upload/multipart/:resume_token/parts/:part_number",
+        path = "/api/v1/upload/multipart/:resumeToken/parts/:partNumber",
         method = "put",
         tag = "Tag::Uploads"
     )]
     async fn report_part(
         &self,
         auth: Auth,
-        resume_token: Path<String>,
-        part_number: Path<u32>,
+        #[oai(name = "resumeToken")] resume_token: Path<String>,
+        #[oai(name = "partNumber")] part_number: Path<u32>,
         body: ContractJson<PartReport>,
     ) -> ApiResult<Json<ProgressResult>> {
         let caller = self.caller(&auth).await?;

@@ -770,6 +770,28 @@ impl Services {
     #[instrument(skip_all, fields(upload = %token))]
     pub async fn abort(&self, caller: &Caller, token: &str) -> Result<Accepted, AppError> {
         let current = self.owned_upload(caller, token).await?;
+        if effective_status(&current, Utc::now()) == UploadStatus::Expired
+            && status_of(&current) != UploadStatus::Expired
+        {
+            // Past its time but not swept yet: expire it now (what the sweeper would do).
+            let from = [UploadStatus::Active, UploadStatus::Paused];
+            if let Some(job_id) = self
+                .transition_with_job(
+                    current.id,
+                    &from,
+                    UploadStatus::Expired,
+                    JobKind::Expire,
+                    serde_json::Value::Null,
+                )
+                .await?
+            {
+                return Ok(Accepted {
+                    upload: self.reload(current.id).await?,
+                    job_id: Some(job_id),
+                });
+            }
+        }
+        let current = self.reload(current.id).await?;
         match status_of(&current) {
             UploadStatus::Completed => return Err(conflict_for(UploadStatus::Completed)),
             UploadStatus::Aborted | UploadStatus::Expired => {
@@ -1080,7 +1102,24 @@ impl Services {
                     format!("status must be one of the upload statuses, not {status:?}"),
                 )
             })?;
-            query = query.filter(upload::Column::Status.eq(parsed.as_str()));
+            // Filter on the status shown: active/paused uploads past their expiry count as expired.
+            let now = Utc::now();
+            let live = [UploadStatus::Active.as_str(), UploadStatus::Paused.as_str()];
+            query = match parsed {
+                UploadStatus::Active | UploadStatus::Paused => query
+                    .filter(upload::Column::Status.eq(parsed.as_str()))
+                    .filter(upload::Column::ExpiresAt.gt(now)),
+                UploadStatus::Expired => query.filter(
+                    Condition::any()
+                        .add(upload::Column::Status.eq(parsed.as_str()))
+                        .add(
+                            Condition::all()
+                                .add(upload::Column::Status.is_in(live))
+                                .add(upload::Column::ExpiresAt.lte(now)),
+                        ),
+                ),
+                _ => query.filter(upload::Column::Status.eq(parsed.as_str())),
+            };
         }
         if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
             let (created_at, id) = decode_cursor(cursor).ok_or_else(|| {
