@@ -91,12 +91,9 @@ pub fn new_job(upload_id: Uuid, kind: JobKind, payload: serde_json::Value) -> jo
     }
 }
 
-/// Takes one job if it is due (pending, or running with a lapsed lease). A
-/// conditional update, so two workers never both get it.
-pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job::Model>, DbErr> {
-    let now = Utc::now();
-    let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-    let claimable = sea_orm::Condition::any()
+/// Due now: pending and past its backoff, or running under a lease that lapsed.
+fn claimable(now: chrono::DateTime<Utc>) -> sea_orm::Condition {
+    sea_orm::Condition::any()
         .add(
             sea_orm::Condition::all()
                 .add(job::Column::State.eq(STATE_PENDING))
@@ -106,7 +103,14 @@ pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job
             sea_orm::Condition::all()
                 .add(job::Column::State.eq(STATE_RUNNING))
                 .add(job::Column::LeasedUntil.lt(now)),
-        );
+        )
+}
+
+/// Takes one job if it is due (pending, or running with a lapsed lease). A
+/// conditional update, so two workers never both get it.
+pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job::Model>, DbErr> {
+    let now = Utc::now();
+    let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
     let updated = job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value(STATE_RUNNING))
         .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
@@ -116,7 +120,7 @@ pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job
         )
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(job::Column::Id.eq(job_id))
-        .filter(claimable)
+        .filter(claimable(now))
         .exec(db)
         .await?;
     if updated.rows_affected != 1 {
@@ -131,19 +135,7 @@ pub async fn due_jobs(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Uuid>
     let rows = job::Entity::find()
         .select_only()
         .column(job::Column::Id)
-        .filter(
-            sea_orm::Condition::any()
-                .add(
-                    sea_orm::Condition::all()
-                        .add(job::Column::State.eq(STATE_PENDING))
-                        .add(job::Column::RunAfter.lte(now)),
-                )
-                .add(
-                    sea_orm::Condition::all()
-                        .add(job::Column::State.eq(STATE_RUNNING))
-                        .add(job::Column::LeasedUntil.lt(now)),
-                ),
-        )
+        .filter(claimable(now))
         .order_by_asc(job::Column::RunAfter)
         .limit(limit)
         .into_tuple::<Uuid>()

@@ -637,6 +637,29 @@ impl Services {
             .map(|j| j.id))
     }
 
+    /// The answer for an upload whose operation is already settled (`done`) or under
+    /// way (`running`, joined by waiting on its job); any other state is a conflict.
+    async fn join(
+        &self,
+        upload: upload::Model,
+        done: &[UploadStatus],
+        running: UploadStatus,
+        kind: JobKind,
+    ) -> Result<Accepted, AppError> {
+        let status = effective_status(&upload, Utc::now());
+        if done.contains(&status) {
+            return Ok(Accepted {
+                upload,
+                job_id: None,
+            });
+        }
+        if status == running {
+            let job_id = self.latest_job(upload.id, kind).await?;
+            return Ok(Accepted { upload, job_id });
+        }
+        Err(conflict_for(status))
+    }
+
     #[instrument(skip_all, fields(upload = %token))]
     pub async fn resume(&self, caller: &Caller, token: &str) -> Result<Accepted, AppError> {
         let current = self.owned_upload(caller, token).await?;
@@ -672,22 +695,15 @@ impl Services {
     ) -> Result<Accepted, AppError> {
         let current = self.owned_upload(caller, token).await?;
         let status = effective_status(&current, Utc::now());
-        match status {
-            UploadStatus::Completed => {
-                return Ok(Accepted {
-                    upload: current,
-                    job_id: None,
-                })
-            }
-            UploadStatus::Completing => {
-                let job_id = self.latest_job(current.id, JobKind::Complete).await?;
-                return Ok(Accepted {
-                    upload: current,
-                    job_id,
-                });
-            }
-            UploadStatus::Active | UploadStatus::Paused => {}
-            other => return Err(conflict_for(other)),
+        if !matches!(status, UploadStatus::Active | UploadStatus::Paused) {
+            return self
+                .join(
+                    current,
+                    &[UploadStatus::Completed],
+                    UploadStatus::Completing,
+                    JobKind::Complete,
+                )
+                .await;
         }
         let total = current.total_parts as u32;
         if let Some(parts) = &parts {
@@ -749,20 +765,13 @@ impl Services {
             None => {
                 // A concurrent complete got there first: join it.
                 let now = self.reload(current.id).await?;
-                match status_of(&now) {
-                    UploadStatus::Completed => Ok(Accepted {
-                        upload: now,
-                        job_id: None,
-                    }),
-                    UploadStatus::Completing => {
-                        let job_id = self.latest_job(now.id, JobKind::Complete).await?;
-                        Ok(Accepted {
-                            upload: now,
-                            job_id,
-                        })
-                    }
-                    other => Err(conflict_for(other)),
-                }
+                self.join(
+                    now,
+                    &[UploadStatus::Completed],
+                    UploadStatus::Completing,
+                    JobKind::Complete,
+                )
+                .await
             }
         }
     }
@@ -792,22 +801,17 @@ impl Services {
             }
         }
         let current = self.reload(current.id).await?;
-        match status_of(&current) {
-            UploadStatus::Completed => return Err(conflict_for(UploadStatus::Completed)),
-            UploadStatus::Aborted | UploadStatus::Expired => {
-                return Ok(Accepted {
-                    upload: current,
-                    job_id: None,
-                })
-            }
-            UploadStatus::Aborting => {
-                let job_id = self.latest_job(current.id, JobKind::Abort).await?;
-                return Ok(Accepted {
-                    upload: current,
-                    job_id,
-                });
-            }
-            _ => {}
+        let settled = [UploadStatus::Aborted, UploadStatus::Expired];
+        if matches!(
+            status_of(&current),
+            UploadStatus::Completed
+                | UploadStatus::Aborting
+                | UploadStatus::Aborted
+                | UploadStatus::Expired
+        ) {
+            return self
+                .join(current, &settled, UploadStatus::Aborting, JobKind::Abort)
+                .await;
         }
         let from = [
             UploadStatus::Initiating,
@@ -832,20 +836,8 @@ impl Services {
             }),
             None => {
                 let now = self.reload(current.id).await?;
-                match status_of(&now) {
-                    UploadStatus::Aborted | UploadStatus::Expired => Ok(Accepted {
-                        upload: now,
-                        job_id: None,
-                    }),
-                    UploadStatus::Aborting => {
-                        let job_id = self.latest_job(now.id, JobKind::Abort).await?;
-                        Ok(Accepted {
-                            upload: now,
-                            job_id,
-                        })
-                    }
-                    other => Err(conflict_for(other)),
-                }
+                self.join(now, &settled, UploadStatus::Aborting, JobKind::Abort)
+                    .await
             }
         }
     }
