@@ -384,3 +384,109 @@ async fn without_wait_init_answers_202_and_polling_sees_urls_ready() {
     assert_eq!(page["nextAfter"], json!(2));
     app.app.shutdown().await;
 }
+
+/// Bring-your-own bucket: the credentials a client sends are used for every step (here:
+/// the embedded endpoint under its own keys, as if it were the client's MinIO), stored
+/// only sealed, and never answered back.
+#[tokio::test]
+async fn bring_your_own_credentials_are_used_for_every_step_and_never_exposed() {
+    let app = TestApp::spawn().await;
+    let keys: Value = serde_json::from_str(
+        &std::fs::read_to_string(app.data_dir.join("embedded-s3.json")).unwrap(),
+    )
+    .unwrap();
+    let secret = keys["secret_key"].as_str().unwrap().to_string();
+    let endpoint = app.app.embedded_s3_endpoint().unwrap();
+    let file = test_bytes(6 * MIB, 21);
+    let (status, init) = app
+        .post(
+            "/api/v1/upload/multipart/init?wait=30",
+            json!({"filename": "byo.bin", "fileSize": file.len(), "contentType": "application/octet-stream",
+                   "provider": "S3", "s3AccessKey": keys["access_key"], "s3SecretKey": secret,
+                   "s3Bucket": "partway", "s3Region": "us-east-1", "s3Endpoint": endpoint}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{init}");
+    assert!(!init.to_string().contains(&secret));
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let mut etags = Vec::new();
+    for part in init["partUrls"].as_array().unwrap() {
+        etags.push(json!({"partNumber": part["partNumber"], "etag": app.put_part(part["url"].as_str().unwrap(), slice(&file, part)).await}));
+    }
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(resumed["uploadedParts"].as_array().unwrap().len(), 2);
+    let (status, completed) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": etags}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(
+        sha256(
+            &app.download(completed["downloadUrl"].as_str().unwrap())
+                .await
+        ),
+        sha256(&file)
+    );
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    let (_, list) = app.get("/api/v1/uploads").await;
+    for answer in [&completed, &doc, &list, &resumed] {
+        assert!(
+            !answer.to_string().contains(&secret),
+            "secret in a response"
+        );
+    }
+    use sea_orm::EntityTrait;
+    let row =
+        partway_entity::upload::Entity::find_by_id(uuid::Uuid::parse_str(&token[4..]).unwrap())
+            .one(&app.app.services.db)
+            .await
+            .unwrap()
+            .unwrap();
+    let sealed = row.credentials_sealed.expect("credentials stored sealed");
+    assert!(
+        !sealed.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "stored in the clear"
+    );
+    assert_eq!(row.endpoint.as_deref(), Some(endpoint.as_str()));
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_answers_preflight_for_configured_origins_only() {
+    let app = TestApp::spawn_with(vec![(
+        "PARTWAY_CORS_ORIGINS".into(),
+        "https://app.example".into(),
+    )])
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(
+                reqwest::Method::OPTIONS,
+                app.url("/api/v1/upload/multipart/init"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-api-key, content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    app.app.shutdown().await;
+}
