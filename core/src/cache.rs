@@ -19,9 +19,13 @@ const PAGE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Above this many cached pages the oldest are dropped (10,000 parts = 10 pages).
 const MAX_PAGES: usize = 2_000;
 
+/// Status snapshots live briefly: they only absorb bursts of polling.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 pub struct InMemoryCache {
     pages: Mutex<HashMap<(Uuid, u32), (Instant, Page)>>,
+    snapshots: Mutex<HashMap<Uuid, (Instant, String)>>,
     channels: Mutex<HashMap<Uuid, broadcast::Sender<UploadEvent>>>,
 }
 
@@ -55,7 +59,24 @@ impl ProgressCache for InMemoryCache {
             .map(|(_, urls)| urls.clone())
     }
 
+    async fn put_snapshot(&self, upload_id: Uuid, snapshot: String) {
+        let mut snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if snapshots.len() >= MAX_PAGES {
+            snapshots.retain(|_, (at, _)| at.elapsed() < SNAPSHOT_TTL);
+        }
+        snapshots.insert(upload_id, (Instant::now(), snapshot));
+    }
+
+    async fn snapshot(&self, upload_id: Uuid) -> Option<String> {
+        let snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        snapshots
+            .get(&upload_id)
+            .filter(|(at, _)| at.elapsed() < SNAPSHOT_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
     async fn forget(&self, upload_id: Uuid) {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&upload_id);
         self.pages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -63,6 +84,7 @@ impl ProgressCache for InMemoryCache {
     }
 
     async fn publish(&self, event: UploadEvent) {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&event.upload_id);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = channels.get(&event.upload_id) {
             if sender.send(event).is_err() {

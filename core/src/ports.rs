@@ -108,11 +108,26 @@ pub struct UploadEvent {
 pub trait ProgressCache: Send + Sync {
     async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Vec<Option<PresignedUrl>>);
     async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Vec<Option<PresignedUrl>>>;
+    /// A serialized status snapshot (what a status poll answers), kept briefly.
+    async fn put_snapshot(&self, upload_id: Uuid, snapshot: String);
+    async fn snapshot(&self, upload_id: Uuid) -> Option<String>;
+    /// Drops everything cached for the upload (URL pages and snapshot).
     async fn forget(&self, upload_id: Uuid);
-    /// Tells every subscriber of this upload that it changed.
+    /// The upload changed: drops its snapshot and tells every subscriber.
     async fn publish(&self, event: UploadEvent);
     /// Receives the events of one upload from now on.
     async fn subscribe(&self, upload_id: Uuid) -> broadcast::Receiver<UploadEvent>;
+}
+
+/// How one attempt at a job ended, for the queue that delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRun {
+    /// Done, given up earlier, or held by another worker: nothing more to do here.
+    Settled,
+    /// Failed for now; the row is pending again and due after this delay.
+    RetryAfter(Duration),
+    /// Retries exhausted; the upload shows the error. Keep the message for inspection.
+    GaveUp(String),
 }
 
 /// Hands committed job rows to workers.

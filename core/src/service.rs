@@ -29,6 +29,7 @@ use crate::{
     },
     jobs::{self, CompletePayload, JobKind},
     ports::{
+        JobRun,
         JobQueue, PresignedUrl, ProgressCache, SharedStorage, StorageError, StoredPart, UploadEvent,
     },
     storage::{StorageCredentials, StorageRegistry, StorageTarget},
@@ -1201,44 +1202,39 @@ impl Services {
 
     // ----- worker side ----------------------------------------------------------
 
-    /// Claims and runs one job, recording its outcome. Returns false when the job was
-    /// not claimable (done, or held by another worker).
-    pub async fn process_job(&self, job_id: Uuid) -> Result<bool, AppError> {
+    /// Claims and runs one job, recording its outcome in the database, and says how it
+    /// ended so a queue can ack, delay or park its message.
+    pub async fn process_job(&self, job_id: Uuid) -> Result<JobRun, AppError> {
         let Some(job) = jobs::claim(&self.db, job_id).await? else {
-            return Ok(false);
+            return Ok(JobRun::Settled);
         };
         let span = tracing::info_span!("job", job = %job.id, kind = %job.kind, upload = %format!("mpu_{}", job.upload_id), attempt = job.attempts);
-        let _ = tracing::Instrument::instrument(self.run_claimed(job), span).await;
-        Ok(true)
+        tracing::Instrument::instrument(self.run_claimed(job), span).await
     }
 
-    async fn run_claimed(&self, job: job::Model) -> Result<(), AppError> {
+    async fn run_claimed(&self, job: job::Model) -> Result<JobRun, AppError> {
         let started = Instant::now();
         let outcome = self.run_job(&job).await;
-        match outcome {
+        let run = match outcome {
             Ok(()) => {
                 jobs::finish(&self.db, job.id, jobs::STATE_DONE, None).await?;
-                info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "job done"
-                );
+                info!(elapsed_ms = started.elapsed().as_millis() as u64, "job done");
+                JobRun::Settled
             }
             Err(JobError::Retry(reason)) if job.attempts < jobs::MAX_ATTEMPTS => {
                 warn!(%reason, "job failed, will retry");
                 jobs::retry_later(&self.db, &job, reason).await?;
+                JobRun::RetryAfter(jobs::backoff(job.attempts))
             }
             Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
                 warn!(%reason, "job given up");
                 self.record_job_failure(&job, &reason).await?;
-                jobs::finish(&self.db, job.id, jobs::STATE_FAILED, Some(reason)).await?;
+                jobs::finish(&self.db, job.id, jobs::STATE_FAILED, Some(reason.clone())).await?;
+                JobRun::GaveUp(reason)
             }
-        }
-        self.cache
-            .publish(UploadEvent {
-                upload_id: job.upload_id,
-            })
-            .await;
-        Ok(())
+        };
+        self.cache.publish(UploadEvent { upload_id: job.upload_id }).await;
+        Ok(run)
     }
 
     async fn record_job_failure(&self, job: &job::Model, reason: &str) -> Result<(), AppError> {

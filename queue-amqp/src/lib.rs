@@ -1,0 +1,1 @@
+//! RabbitMQ (lapin) job transport for partway.
