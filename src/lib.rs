@@ -1,230 +1,26 @@
 //! The all-in-one partway service: `Application::build(config)` wires the database,
 //! storage (the embedded S3 endpoint unless one is configured), the queue, the
 //! cache, the worker loops and the HTTP server, binds (port 0 in tests) and serves.
-use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use partway_core::{
-    auth::{self, KeyCache},
-    cache::InMemoryCache,
-    config::Config,
-    crypto::{generate_api_key, MasterKey},
-    domain::Provider,
-    jobs::EmbeddedQueue,
-    service::{Services, Settings},
-    storage::{StorageCredentials, StorageRegistry, StorageTarget},
+    auth, config::Config, crypto::generate_api_key, jobs::EmbeddedQueue, ports::JobQueue,
+    service::Services,
 };
 use partway_embedded_s3::{EmbeddedS3, EmbeddedS3Config};
-use partway_migration::{Migrator, MigratorTrait};
+pub use partway_runtime::{
+    connect_database, migrate, StartupError, DEV_OWNER, EMBEDDED_BUCKET, SHUTDOWN_GRACE,
+};
+use partway_runtime::{
+    distributed::{cache_from, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
+    ensure_dir, kept_in_data_dir, master_key, server_targets, EmbeddedS3Keys,
+};
 use poem::{
     listener::{Acceptor, Listener, TcpListener},
     Server,
 };
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::info;
-
-/// Bucket of the embedded S3 endpoint.
-pub const EMBEDDED_BUCKET: &str = "partway";
-/// Owner of the embedded mode's development key.
-pub const DEV_OWNER: &str = "dev";
-/// How long shutdown waits for in-flight requests and jobs.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error("{0}")]
-    Config(String),
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("database: {0}")]
-    Database(String),
-    #[error("embedded S3 endpoint: {0}")]
-    EmbeddedS3(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-/// The database from config: PostgreSQL (or any sea-orm URL) when set, else SQLite in
-/// the data dir, in WAL mode with a busy timeout so `partway keys` works beside a
-/// running service.
-pub async fn connect_database(config: &Config) -> Result<DatabaseConnection, StartupError> {
-    let url = match &config.database_url {
-        Some(url) => url.expose().to_string(),
-        None => {
-            ensure_dir(&config.data_dir)?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                config.data_dir.join("partway.db").display()
-            )
-        }
-    };
-    let mut options = ConnectOptions::new(url);
-    options
-        .sqlx_logging(false)
-        .max_connections(16)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
-        .map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-        });
-    // The error text of a failed connect can contain the URL; keep only its kind.
-    Database::connect(options)
-        .await
-        .map_err(|e| StartupError::Database(redact_url_error(&e.to_string())))
-}
-
-fn redact_url_error(message: &str) -> String {
-    message
-        .split_whitespace()
-        .map(|w| if w.contains("://") { "<url>" } else { w })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartupError> {
-    Migrator::up(db, None)
-        .await
-        .map_err(|e| StartupError::Database(format!("migration failed: {e}")))
-}
-
-fn ensure_dir(path: &Path) -> Result<(), StartupError> {
-    std::fs::create_dir_all(path).map_err(|source| StartupError::DataDir {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Reads a value kept in the data dir, creating it on first start (0600).
-fn kept_in_data_dir(
-    dir: &Path,
-    name: &str,
-    create: impl FnOnce() -> String,
-) -> Result<String, StartupError> {
-    let path = dir.join(name);
-    let io = |source| StartupError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
-        _ => {
-            let value = create();
-            write_private(&path, &value).map_err(io)?;
-            Ok(value)
-        }
-    }
-}
-
-fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(value.as_bytes())?;
-    file.write_all(b"\n")
-}
-
-#[derive(Serialize, Deserialize)]
-struct EmbeddedS3Keys {
-    access_key: String,
-    secret_key: String,
-}
-
-/// Server-side storage per provider, from config (plus the embedded endpoint's).
-fn server_targets(
-    config: &Config,
-    embedded: Option<(&str, &EmbeddedS3Keys)>,
-) -> Result<HashMap<Provider, StorageTarget>, StartupError> {
-    let mut targets = HashMap::new();
-    if let Some((endpoint, keys)) = embedded {
-        targets.insert(
-            Provider::S3,
-            StorageTarget {
-                provider: Provider::S3,
-                bucket: EMBEDDED_BUCKET.into(),
-                region: "us-east-1".into(),
-                endpoint: Some(endpoint.to_string()),
-                public_endpoint: None,
-                force_path_style: true,
-                credentials: StorageCredentials {
-                    access_key_id: keys.access_key.clone(),
-                    secret_access_key: keys.secret_key.clone(),
-                },
-            },
-        );
-    } else if let Some(bucket) = &config.s3_bucket {
-        let (Some(access), Some(secret)) = (&config.s3_access_key_id, &config.s3_secret_access_key)
-        else {
-            return Err(StartupError::Config(
-                "PARTWAY_S3_BUCKET needs PARTWAY_S3_ACCESS_KEY_ID and PARTWAY_S3_SECRET_ACCESS_KEY"
-                    .into(),
-            ));
-        };
-        let endpoint = config
-            .s3_endpoint
-            .clone()
-            .map(|e| e.trim_end_matches('/').to_string());
-        targets.insert(
-            Provider::S3,
-            StorageTarget {
-                provider: Provider::S3,
-                bucket: bucket.clone(),
-                region: config
-                    .s3_region
-                    .clone()
-                    .unwrap_or_else(|| "us-east-1".into()),
-                force_path_style: config.s3_force_path_style.unwrap_or(endpoint.is_some()),
-                endpoint,
-                public_endpoint: config
-                    .s3_public_endpoint
-                    .clone()
-                    .map(|e| e.trim_end_matches('/').to_string()),
-                credentials: StorageCredentials {
-                    access_key_id: access.expose().to_string(),
-                    secret_access_key: secret.expose().to_string(),
-                },
-            },
-        );
-    } else if config.s3_endpoint.is_some() {
-        return Err(StartupError::Config(
-            "PARTWAY_S3_ENDPOINT needs PARTWAY_S3_BUCKET".into(),
-        ));
-    }
-    if let (Some(account), Some(bucket), Some(access), Some(secret)) = (
-        &config.r2_account_id,
-        &config.r2_bucket,
-        &config.r2_access_key_id,
-        &config.r2_secret_access_key,
-    ) {
-        targets.insert(
-            Provider::R2,
-            StorageTarget {
-                provider: Provider::R2,
-                bucket: bucket.clone(),
-                region: "auto".into(),
-                endpoint: Some(format!("https://{account}.r2.cloudflarestorage.com")),
-                public_endpoint: None,
-                force_path_style: true,
-                credentials: StorageCredentials {
-                    access_key_id: access.expose().to_string(),
-                    secret_access_key: secret.expose().to_string(),
-                },
-            },
-        );
-    }
-    Ok(targets)
-}
 
 pub struct Application {
     http_addr: SocketAddr,
@@ -239,9 +35,6 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         ensure_dir(&config.data_dir)?;
-        if config.amqp_url.is_some() || config.redis_url.is_some() {
-            tracing::warn!("PARTWAY_AMQP_URL / PARTWAY_REDIS_URL are not used by the all-in-one service yet: using the in-process queue and cache");
-        }
         let db = connect_database(&config).await?;
         migrate(&db).await?;
 
@@ -279,27 +72,7 @@ impl Application {
                 .as_ref()
                 .map(|(e, k)| (e.as_str(), *k)),
         )?;
-        let default_provider = match &config.default_provider {
-            Some(p) => p.parse().map_err(|_| {
-                StartupError::Config("PARTWAY_DEFAULT_PROVIDER must be S3 or R2".into())
-            })?,
-            None if !targets.contains_key(&Provider::S3) && targets.contains_key(&Provider::R2) => {
-                Provider::R2
-            }
-            None => Provider::S3,
-        };
-
-        let master_key = match &config.master_key {
-            Some(secret) => MasterKey::parse(secret.expose())
-                .map_err(|e| StartupError::Config(format!("PARTWAY_MASTER_KEY: {e}")))?,
-            None => {
-                let hex = kept_in_data_dir(&config.data_dir, "master.key", || {
-                    MasterKey::generate().to_hex()
-                })?;
-                MasterKey::parse(&hex)
-                    .map_err(|e| StartupError::Config(format!("master.key in the data dir: {e}")))?
-            }
-        };
+        let master_key = master_key(&config, Some(&config.data_dir))?;
 
         let dev_api_key = match &config.dev_api_key {
             Some(key) => key.expose().to_string(),
@@ -309,36 +82,55 @@ impl Application {
             .await
             .map_err(|e| StartupError::Database(e.to_string()))?;
 
-        let queue = EmbeddedQueue::new();
-        let services = Arc::new(Services {
-            db,
-            storage: Arc::new(StorageRegistry::new(targets)),
-            cache: Arc::new(InMemoryCache::new()),
-            queue: Arc::new(queue.clone()),
-            master_key: Some(master_key),
-            keys: KeyCache::default(),
-            settings: Settings {
-                upload_ttl: config.upload_ttl,
-                url_ttl: config.url_ttl,
-                key_prefix: config.key_prefix.clone(),
-                default_provider,
-            },
-        });
-
+        // A URL switches that part from in-process to real: RabbitMQ for the queue.
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let workers = vec![
-            tokio::spawn(partway_worker::run_embedded_queue(
+        let amqp = match &config.amqp_url {
+            Some(url) => Some(AmqpJobQueue::new(
+                partway_queue_amqp::AmqpQueue::connect_with_prefix(
+                    url.expose(),
+                    &config.amqp_prefix,
+                )
+                .await
+                .map_err(|e| StartupError::Config(format!("RabbitMQ: {e}")))?,
+            )),
+            None => None,
+        };
+        let embedded_queue = EmbeddedQueue::new();
+        let queue: Arc<dyn JobQueue> = match &amqp {
+            Some(amqp) => Arc::new(amqp.clone()),
+            None => Arc::new(embedded_queue.clone()),
+        };
+        let cache = cache_from(&config).await;
+        let services = Arc::new(partway_runtime::services(
+            &config, db, targets, master_key, cache, queue,
+        )?);
+
+        let mut workers = vec![tokio::spawn(partway_worker::run_sweeper(
+            services.clone(),
+            config.sweep_interval,
+            shutdown_rx.clone(),
+        ))];
+        match amqp {
+            Some(amqp) => {
+                workers.push(tokio::spawn(run_outbox_relay(
+                    services.db.clone(),
+                    amqp.clone(),
+                    shutdown_rx.clone(),
+                )));
+                workers.push(tokio::spawn(run_amqp_worker(
+                    services.clone(),
+                    amqp.amqp().clone(),
+                    shutdown_rx.clone(),
+                    SHUTDOWN_GRACE,
+                )));
+            }
+            None => workers.push(tokio::spawn(partway_worker::run_embedded_queue(
                 services.clone(),
-                queue.waker(),
+                embedded_queue.waker(),
                 shutdown_rx.clone(),
                 SHUTDOWN_GRACE,
-            )),
-            tokio::spawn(partway_worker::run_sweeper(
-                services.clone(),
-                config.sweep_interval,
-                shutdown_rx.clone(),
-            )),
-        ];
+            ))),
+        }
 
         let acceptor = TcpListener::bind(config.bind)
             .into_acceptor()

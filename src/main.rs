@@ -2,10 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use partway::{connect_database, migrate, Application};
-use partway_core::{
-    auth,
-    config::{Config, LogFormat},
-};
+use partway_core::{auth, config::Config};
 
 /// partway: resumable multipart uploads to S3-compatible storage.
 #[derive(Parser)]
@@ -43,19 +40,6 @@ enum KeysAction {
     Revoke { id: uuid::Uuid },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,s3s=off,sqlx=warn,aws=warn,hyper=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,7 +56,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let config = Config::load().map_err(|e| e.to_string())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            init_logging(config.log_format);
+            partway_runtime::init_logging(config.log_format);
             serve(config).await
         }
         Command::Migrate => {
@@ -106,30 +90,10 @@ async fn serve(config: Config) -> Result<(), String> {
         println!();
         println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
     }
-    wait_for_signal().await;
+    partway_runtime::shutdown_signal().await;
     println!("shutting down");
     app.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn keys(config: Config, action: KeysAction) -> Result<(), String> {

@@ -31,13 +31,48 @@ pub fn openapi_yaml(services: Arc<Services>) -> String {
     openapi_service(services).spec_yaml()
 }
 
+/// Counts every request by route (the OpenAPI operation id) and status.
+async fn record_request<E: Endpoint<Output = poem::Response>>(
+    next: Arc<E>,
+    req: poem::Request,
+) -> poem::Result<poem::Response> {
+    let started = std::time::Instant::now();
+    let response = next.call(req).await?;
+    if let Some(m) = partway_core::metrics::metrics() {
+        let route = response
+            .data::<poem_openapi::OperationId>()
+            .map_or("other", |id| id.0);
+        m.http_requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}
+
 /// The whole HTTP app: API, docs, spec, health; every error in the envelope.
 pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
+    let metrics_services = services.clone();
     let api = openapi_service(services);
     let spec = api.spec_yaml();
     let docs = api.swagger_ui();
     let route = Route::new()
         .nest("/docs", docs)
+        .at(
+            "/metrics",
+            poem::endpoint::make(move |_| {
+                let services = metrics_services.clone();
+                async move {
+                    services
+                        .render_metrics()
+                        .await
+                        .with_content_type("text/plain; version=0.0.4")
+                        .into_response()
+                }
+            }),
+        )
         .at(
             "/openapi.yaml",
             make_sync(move |_| {
@@ -67,6 +102,7 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()
+        .around(record_request)
         .into_endpoint()
 }
 

@@ -2,6 +2,8 @@
 //! its answer; `?wait=N` waits for the queued job before answering 200, else 202.
 use std::{sync::Arc, time::Duration};
 
+use futures::{stream::BoxStream, StreamExt};
+
 use partway_core::{
     domain::{ErrorCode, UploadStatus},
     service::{self, Accepted, AppError, PartState, Services},
@@ -10,7 +12,7 @@ use partway_entity::upload;
 use poem_openapi::{
     auth::{ApiKey, Bearer},
     param::{Header, Path, Query},
-    payload::Json,
+    payload::{EventStream, Json},
     ApiResponse, OpenApi, SecurityScheme, Tags,
 };
 use sea_orm::EntityTrait;
@@ -146,6 +148,44 @@ fn last_error_of(upload: &upload::Model) -> Option<ApiError> {
     ))
 }
 
+/// The status document of an upload; `downloadUrl` is presigned afresh.
+pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResult<StatusDoc> {
+    let status = service::effective_status(upload, chrono::Utc::now());
+    let completed = service::status_of(upload) == UploadStatus::Completed;
+    let (url, download_url) = if completed {
+        (
+            Some(services.object_url(upload)?),
+            services.download_url(upload).await?,
+        )
+    } else {
+        (None, None)
+    };
+    Ok(StatusDoc {
+        success: true,
+        resume_token: token_of(upload),
+        status: status.as_str().to_string(),
+        filename: upload.filename.clone(),
+        content_type: upload.content_type.clone(),
+        file_size: upload.file_size as u64,
+        part_size: upload.part_size as u64,
+        total_parts: upload.total_parts as u32,
+        file_key: upload.file_key.clone(),
+        provider: upload.provider.clone(),
+        progress: service::progress_of(upload).into(),
+        urls_ready: upload.urls_ready.max(0) as u32,
+        created_at: rfc3339(upload.created_at),
+        updated_at: rfc3339(upload.updated_at),
+        expires_at: rfc3339(upload.expires_at),
+        completed_at: upload.completed_at.map(rfc3339),
+        url,
+        download_url,
+        last_error: upload.last_error_code.as_ref().map(|code| LastErrorDoc {
+            code: code.clone(),
+            message: upload.last_error_message.clone().unwrap_or_default(),
+        }),
+    })
+}
+
 impl UploadApi {
     async fn caller(&self, auth: &Auth) -> ApiResult<partway_core::auth::Caller> {
         Ok(self.services.authenticate(Some(auth.key())).await?)
@@ -177,40 +217,7 @@ impl UploadApi {
     }
 
     pub async fn status_doc(&self, upload: &upload::Model) -> ApiResult<StatusDoc> {
-        let status = service::effective_status(upload, chrono::Utc::now());
-        let completed = service::status_of(upload) == UploadStatus::Completed;
-        let (url, download_url) = if completed {
-            (
-                Some(self.services.object_url(upload)?),
-                self.services.download_url(upload).await?,
-            )
-        } else {
-            (None, None)
-        };
-        Ok(StatusDoc {
-            success: true,
-            resume_token: token_of(upload),
-            status: status.as_str().to_string(),
-            filename: upload.filename.clone(),
-            content_type: upload.content_type.clone(),
-            file_size: upload.file_size as u64,
-            part_size: upload.part_size as u64,
-            total_parts: upload.total_parts as u32,
-            file_key: upload.file_key.clone(),
-            provider: upload.provider.clone(),
-            progress: service::progress_of(upload).into(),
-            urls_ready: upload.urls_ready.max(0) as u32,
-            created_at: rfc3339(upload.created_at),
-            updated_at: rfc3339(upload.updated_at),
-            expires_at: rfc3339(upload.expires_at),
-            completed_at: upload.completed_at.map(rfc3339),
-            url,
-            download_url,
-            last_error: upload.last_error_code.as_ref().map(|code| LastErrorDoc {
-                code: code.clone(),
-                message: upload.last_error_message.clone().unwrap_or_default(),
-            }),
-        })
+        status_doc(&self.services, upload).await
     }
 
     async fn complete_result(&self, upload: &upload::Model) -> ApiResult<CompleteResult> {
@@ -246,6 +253,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/init",
         method = "post",
+        operation_id = "init",
         tag = "Tag::Uploads"
     )]
     async fn init(
@@ -301,6 +309,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/resume",
         method = "post",
+        operation_id = "resume",
         tag = "Tag::Uploads"
     )]
     async fn resume(
@@ -366,6 +375,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/complete",
         method = "post",
+        operation_id = "complete",
         tag = "Tag::Uploads"
     )]
     async fn complete(
@@ -414,6 +424,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/abort",
         method = "post",
+        operation_id = "abort",
         tag = "Tag::Uploads"
     )]
     async fn abort(
@@ -444,6 +455,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/pause",
         method = "post",
+        operation_id = "pause",
         tag = "Tag::Uploads"
     )]
     async fn pause(
@@ -460,6 +472,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/:resumeToken",
         method = "get",
+        operation_id = "status",
         tag = "Tag::Uploads"
     )]
     async fn status(
@@ -476,6 +489,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/:resumeToken/parts",
         method = "get",
+        operation_id = "listParts",
         tag = "Tag::Uploads"
     )]
     async fn parts(
@@ -523,6 +537,7 @@ impl UploadApi {
     #[oai(
         path = "/api/v1/upload/multipart/:resumeToken/parts/:partNumber",
         method = "put",
+        operation_id = "reportPart",
         tag = "Tag::Uploads"
     )]
     async fn report_part(
@@ -549,8 +564,71 @@ impl UploadApi {
         }))
     }
 
+    /// Server-Sent Events: the status document each time it changes, ending after a
+    /// final status (completed, aborted, expired, failed).
+    #[oai(
+        path = "/api/v1/upload/multipart/:resumeToken/events",
+        method = "get",
+        operation_id = "events",
+        tag = "Tag::Uploads"
+    )]
+    async fn events(
+        &self,
+        auth: Auth,
+        #[oai(name = "resumeToken")] resume_token: Path<String>,
+    ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
+        let caller = self.caller(&auth).await?;
+        let upload = self.services.get(&caller, &resume_token.0).await?;
+        let services = self.services.clone();
+        let events = services.cache.subscribe(upload.id).await;
+        let state = (services, events, upload.id, None::<String>, false);
+        let stream = futures::stream::unfold(
+            state,
+            |(services, mut events, id, mut last, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let current = upload::Entity::find_by_id(id)
+                        .one(&services.db)
+                        .await
+                        .ok()
+                        .flatten()?;
+                    let doc = status_doc(&services, &current).await.ok()?;
+                    // downloadUrl differs on every read; compare the rest.
+                    let fingerprint = format!(
+                        "{}|{}|{}|{}|{:?}",
+                        doc.status,
+                        doc.updated_at,
+                        doc.urls_ready,
+                        doc.progress.uploaded_bytes,
+                        doc.last_error.as_ref().map(|e| &e.code)
+                    );
+                    if last.as_deref() != Some(fingerprint.as_str()) {
+                        last = Some(fingerprint);
+                        let terminal = matches!(
+                            doc.status.as_str(),
+                            "completed" | "aborted" | "expired" | "failed"
+                        );
+                        return Some((doc, (services, events, id, last, terminal)));
+                    }
+                    tokio::select! {
+                        _ = events.recv() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            },
+        );
+        Ok(EventStream::new(stream.boxed()).keep_alive(Duration::from_secs(15)))
+    }
+
     /// The caller's uploads, newest first.
-    #[oai(path = "/api/v1/uploads", method = "get", tag = "Tag::Uploads")]
+    #[oai(
+        path = "/api/v1/uploads",
+        method = "get",
+        operation_id = "listUploads",
+        tag = "Tag::Uploads"
+    )]
     async fn uploads(
         &self,
         auth: Auth,
@@ -583,7 +661,12 @@ impl UploadApi {
     }
 
     /// Liveness: the process answers.
-    #[oai(path = "/healthz", method = "get", tag = "Tag::Operations")]
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        operation_id = "healthz",
+        tag = "Tag::Operations"
+    )]
     async fn healthz(&self) -> Json<HealthDoc> {
         Json(HealthDoc {
             status: "ok".into(),
@@ -591,7 +674,12 @@ impl UploadApi {
     }
 
     /// Readiness: 503 when the database or the queue is unreachable.
-    #[oai(path = "/readyz", method = "get", tag = "Tag::Operations")]
+    #[oai(
+        path = "/readyz",
+        method = "get",
+        operation_id = "readyz",
+        tag = "Tag::Operations"
+    )]
     async fn readyz(&self) -> ApiResult<ReadyResponse> {
         let db_ok = self.services.db.ping().await.is_ok();
         let queue_ok = self.services.queue.is_ready().await;

@@ -76,7 +76,10 @@ impl ProgressCache for InMemoryCache {
     }
 
     async fn forget(&self, upload_id: Uuid) {
-        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&upload_id);
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&upload_id);
         self.pages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -84,7 +87,10 @@ impl ProgressCache for InMemoryCache {
     }
 
     async fn publish(&self, event: UploadEvent) {
-        self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).remove(&event.upload_id);
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&event.upload_id);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = channels.get(&event.upload_id) {
             if sender.send(event).is_err() {

@@ -100,6 +100,10 @@ pub struct Config {
     pub amqp_url: Option<Secret>,
     #[serde(deserialize_with = "opt_secret", default)]
     pub redis_url: Option<Secret>,
+    /// Prefix of every RabbitMQ exchange and queue name, so deployments (or test
+    /// runs) can share one broker.
+    #[serde(deserialize_with = "lossy_string", default)]
+    pub amqp_prefix: String,
     #[serde(deserialize_with = "lossy_opt_string", default)]
     pub s3_endpoint: Option<String>,
     #[serde(deserialize_with = "lossy_opt_string", default)]
@@ -150,6 +154,7 @@ impl Default for Config {
             database_url: None,
             amqp_url: None,
             redis_url: None,
+            amqp_prefix: String::new(),
             s3_endpoint: None,
             s3_region: None,
             s3_bucket: None,

@@ -108,7 +108,13 @@ fn claimable(now: chrono::DateTime<Utc>) -> sea_orm::Condition {
 
 /// Takes one job if it is due (pending, or running with a lapsed lease). A
 /// conditional update, so two workers never both get it.
-pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job::Model>, DbErr> {
+/// With `take_over`, a running job is taken even though its lease has not lapsed:
+/// the queue redelivered it, so the worker that held it is gone.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    job_id: Uuid,
+    take_over: bool,
+) -> Result<Option<job::Model>, DbErr> {
     let now = Utc::now();
     let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
     let updated = job::Entity::update_many()
@@ -120,7 +126,11 @@ pub async fn claim(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Option<job
         )
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(job::Column::Id.eq(job_id))
-        .filter(claimable(now))
+        .filter(if take_over {
+            claimable(now).add(job::Column::State.eq(STATE_RUNNING))
+        } else {
+            claimable(now)
+        })
         .exec(db)
         .await?;
     if updated.rows_affected != 1 {

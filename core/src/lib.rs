@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod jobs;
+pub mod metrics;
 pub mod ports;
 pub mod service;
 pub mod storage;

@@ -29,8 +29,8 @@ use crate::{
     },
     jobs::{self, CompletePayload, JobKind},
     ports::{
-        JobRun,
-        JobQueue, PresignedUrl, ProgressCache, SharedStorage, StorageError, StoredPart, UploadEvent,
+        JobQueue, JobRun, PresignedUrl, ProgressCache, SharedStorage, StorageError, StoredPart,
+        UploadEvent,
     },
     storage::{StorageCredentials, StorageRegistry, StorageTarget},
 };
@@ -1002,6 +1002,7 @@ impl Services {
                     )
                     .await
                     .map_err(storage_to_app)?;
+                count_presigned(signed.len());
                 let page_len = page_len(plan.total_parts(), page);
                 cached.resize(page_len, None);
                 for (n, url) in missing.iter().zip(signed) {
@@ -1200,12 +1201,53 @@ impl Services {
         }
     }
 
+    /// Refreshes the gauges computed from the database (uploads by status, unfinished
+    /// jobs by kind) and renders every metric in Prometheus text format.
+    pub async fn render_metrics(&self) -> String {
+        if let Some(m) = crate::metrics::metrics() {
+            let by_status: Result<Vec<(String, i64)>, DbErr> = upload::Entity::find()
+                .select_only()
+                .column(upload::Column::Status)
+                .column_as(upload::Column::Id.count(), "n")
+                .group_by(upload::Column::Status)
+                .into_tuple()
+                .all(&self.db)
+                .await;
+            if let Ok(rows) = by_status {
+                for status in UploadStatus::ALL {
+                    let n = rows
+                        .iter()
+                        .find(|(s, _)| s == status.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    m.uploads.with_label_values(&[status.as_str()]).set(n);
+                }
+            }
+            let depth: Result<Vec<(String, i64)>, DbErr> = job::Entity::find()
+                .select_only()
+                .column(job::Column::Kind)
+                .column_as(job::Column::Id.count(), "n")
+                .filter(job::Column::State.is_in([jobs::STATE_PENDING, jobs::STATE_RUNNING]))
+                .group_by(job::Column::Kind)
+                .into_tuple()
+                .all(&self.db)
+                .await;
+            if let Ok(rows) = depth {
+                for kind in ["init", "resume", "complete", "abort", "expire"] {
+                    let n = rows.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+                    m.queue_depth.with_label_values(&[kind]).set(n);
+                }
+            }
+        }
+        crate::metrics::render()
+    }
+
     // ----- worker side ----------------------------------------------------------
 
     /// Claims and runs one job, recording its outcome in the database, and says how it
     /// ended so a queue can ack, delay or park its message.
-    pub async fn process_job(&self, job_id: Uuid) -> Result<JobRun, AppError> {
-        let Some(job) = jobs::claim(&self.db, job_id).await? else {
+    /// `redelivered`: the queue gave this job to another worker before, which died.
+    pub async fn process_job(&self, job_id: Uuid, redelivered: bool) -> Result<JobRun, AppError> {
+        let Some(job) = jobs::claim(&self.db, job_id, redelivered).await? else {
             return Ok(JobRun::Settled);
         };
         let span = tracing::info_span!("job", job = %job.id, kind = %job.kind, upload = %format!("mpu_{}", job.upload_id), attempt = job.attempts);
@@ -1215,10 +1257,26 @@ impl Services {
     async fn run_claimed(&self, job: job::Model) -> Result<JobRun, AppError> {
         let started = Instant::now();
         let outcome = self.run_job(&job).await;
+        if let Some(m) = crate::metrics::metrics() {
+            let label = match &outcome {
+                Ok(()) => "done",
+                Err(JobError::Retry(_)) if job.attempts < jobs::MAX_ATTEMPTS => "retry",
+                Err(_) => "failed",
+            };
+            m.job_runs
+                .with_label_values(&[job.kind.as_str(), label])
+                .inc();
+            m.job_duration
+                .with_label_values(&[job.kind.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
         let run = match outcome {
             Ok(()) => {
                 jobs::finish(&self.db, job.id, jobs::STATE_DONE, None).await?;
-                info!(elapsed_ms = started.elapsed().as_millis() as u64, "job done");
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job done"
+                );
                 JobRun::Settled
             }
             Err(JobError::Retry(reason)) if job.attempts < jobs::MAX_ATTEMPTS => {
@@ -1233,7 +1291,11 @@ impl Services {
                 JobRun::GaveUp(reason)
             }
         };
-        self.cache.publish(UploadEvent { upload_id: job.upload_id }).await;
+        self.cache
+            .publish(UploadEvent {
+                upload_id: job.upload_id,
+            })
+            .await;
         Ok(run)
     }
 
@@ -1699,6 +1761,12 @@ impl Services {
             info!(swept, "expired uploads swept");
         }
         Ok(swept)
+    }
+}
+
+fn count_presigned(n: usize) {
+    if let Some(m) = crate::metrics::metrics() {
+        m.presigned_urls.inc_by(n as u64);
     }
 }
 

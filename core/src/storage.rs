@@ -11,8 +11,8 @@ use std::{
 use async_trait::async_trait;
 use aws_sdk_s3::{
     config::{
-        retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region,
-        RequestChecksumCalculation, ResponseChecksumValidation,
+        http::HttpResponse, retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion,
+        Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     },
     error::{ProvideErrorMetadata, SdkError},
     presigning::PresigningConfig,
@@ -183,35 +183,32 @@ const INVALID_PART_CODES: [&str; 4] = [
     "MalformedXML",
 ];
 
-fn classify<E, R>(err: SdkError<E, R>) -> StorageError
+fn classify<E>(err: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error,
-    R: fmt::Debug,
 {
     match &err {
         SdkError::ServiceError(service) => {
             let inner = service.err();
-            let code = inner.code().unwrap_or("Unknown").to_string();
+            let status = service.raw().status().as_u16();
+            // Some stores answer without an XML body (e.g. a bare 404): name the status.
+            let code = inner
+                .code()
+                .map_or_else(|| format!("HTTP {status}"), str::to_string);
             let message = inner.message().unwrap_or("").to_string();
-            let status = format!("{:?}", service.raw());
-            let is_server_error =
-                status.contains("status: 5") || code == "SlowDown" || code == "InternalError";
+            let described = if message.is_empty() {
+                code.clone()
+            } else {
+                format!("{code}: {message}")
+            };
             if code == "NoSuchUpload" {
                 StorageError::NoSuchUpload
             } else if INVALID_PART_CODES.contains(&code.as_str()) {
-                StorageError::InvalidParts(if message.is_empty() {
-                    code
-                } else {
-                    format!("{code}: {message}")
-                })
-            } else if is_server_error {
-                StorageError::Unavailable(code)
+                StorageError::InvalidParts(described)
+            } else if status >= 500 || status == 429 || code == "SlowDown" {
+                StorageError::Unavailable(described)
             } else {
-                StorageError::Rejected(if message.is_empty() {
-                    code
-                } else {
-                    format!("{code}: {message}")
-                })
+                StorageError::Rejected(described)
             }
         }
         SdkError::TimeoutError(_) => StorageError::Unavailable("timeout".into()),

@@ -11,11 +11,16 @@ use sha2::{Digest, Sha256};
 
 pub const MIB: usize = 1024 * 1024;
 
-pub struct TestApp {
-    pub app: Application,
+/// A client of the HTTP API, as a user would hold one.
+pub struct Api {
     pub base: String,
     pub key: String,
     pub http: Client,
+}
+
+pub struct TestApp {
+    pub app: Application,
+    pub api: Api,
     pub data_dir: PathBuf,
     pub extra_env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
@@ -86,13 +91,11 @@ impl TestApp {
             .await
             .expect("application starts");
         TestApp {
-            base: app.base_url(),
-            key: app.dev_api_key().expect("dev key").to_string(),
+            api: Api::new(
+                app.base_url(),
+                app.dev_api_key().expect("dev key").to_string(),
+            ),
             app,
-            http: Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
             data_dir,
             extra_env,
             _dir: None,
@@ -108,6 +111,26 @@ impl TestApp {
         let mut app = Self::start(data_dir, extra).await;
         app._dir = dir;
         app
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn new(base: String, key: String) -> Api {
+        Api {
+            base,
+            key,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -256,4 +279,106 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_cod
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+}
+
+/// 5 MiB + 5 MiB + 2 MiB + 1 byte: three parts, the last one smaller.
+pub const FILE_SIZE: usize = 12 * MIB + 1;
+
+pub fn part_numbers(parts: &Value) -> Vec<u64> {
+    parts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["partNumber"].as_u64().unwrap())
+        .collect()
+}
+
+/// Init, two plain PUTs, resume (lists exactly those two, presigns only the third),
+/// complete, download and compare; complete again; abort after complete is a conflict.
+pub async fn three_part_flow(app: &Api) {
+    let file = test_bytes(FILE_SIZE, 7);
+    let init = app.init("report.pdf", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("mpu_"));
+    assert_eq!(init["totalParts"], json!(3));
+    assert_eq!(init["partSize"], json!(5 * MIB));
+    let parts = init["partUrls"].as_array().unwrap().clone();
+    let sizes: Vec<u64> = parts.iter().map(|p| p["size"].as_u64().unwrap()).collect();
+    assert_eq!(
+        sizes,
+        vec![5 * MIB as u64, 5 * MIB as u64, 2 * MIB as u64 + 1]
+    );
+    assert_eq!(parts[2]["end"], json!(FILE_SIZE - 1));
+
+    // Two parts uploaded with plain PUTs, one reported.
+    let etag1 = app
+        .put_part(parts[0]["url"].as_str().unwrap(), slice(&file, &parts[0]))
+        .await;
+    let etag2 = app
+        .put_part(parts[1]["url"].as_str().unwrap(), slice(&file, &parts[1]))
+        .await;
+    let (status, progress) = app.report(&token, &parts[0], &etag1).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(progress["progress"]["uploaded"], json!(1));
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["progress"]["uploadedBytes"], json!(5 * MIB));
+    assert_eq!(doc["status"], json!("active"));
+
+    // Resume lists exactly those two (from storage) and presigns only the third.
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(part_numbers(&resumed["uploadedParts"]), vec![1, 2]);
+    assert_eq!(
+        resumed["uploadedParts"][1]["etag"],
+        json!(etag2.trim_matches('"'))
+    );
+    assert_eq!(part_numbers(&resumed["remainingParts"]), vec![3]);
+    assert_eq!(resumed["progress"]["uploaded"], json!(2));
+    let third = resumed["remainingParts"][0].clone();
+    let etag3 = app
+        .put_part(third["url"].as_str().unwrap(), slice(&file, &third))
+        .await;
+
+    let complete_body = json!({"resumeToken": token, "parts": [
+        {"partNumber": 1, "etag": etag1}, {"partNumber": 2, "etag": etag2}, {"partNumber": 3, "etag": etag3}]});
+    let (status, completed) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            complete_body.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(completed["status"], json!("completed"));
+    assert_eq!(completed["fileSize"], json!(FILE_SIZE));
+    assert!(
+        completed["etag"].as_str().unwrap().ends_with("-3"),
+        "{completed}"
+    );
+    let downloaded = app
+        .download(completed["downloadUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(sha256(&downloaded), sha256(&file));
+
+    // Completing again answers the same 200; abort after complete is a conflict.
+    let (status, again) = app
+        .post("/api/v1/upload/multipart/complete", complete_body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["etag"], completed["etag"]);
+    let (status, body) = app
+        .post(
+            "/api/v1/upload/multipart/abort",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_error(status, &body, 409, "UPLOAD_ALREADY_COMPLETED");
+    let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("completed"));
+    assert_eq!(doc["progress"]["percentage"], json!(100.0));
+    assert!(doc["downloadUrl"].as_str().is_some());
 }

@@ -43,7 +43,7 @@ pub async fn run_embedded_queue(
                     let services = services.clone();
                     running.spawn(async move {
                         // The row carries retries (run_after), so the outcome needs no action here.
-                        if let Err(e) = services.process_job(id).await {
+                        if let Err(e) = services.process_job(id, false).await {
                             warn!(job = %id, error = %e, "job could not be processed");
                         }
                         drop(permit);

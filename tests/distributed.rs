@@ -1,0 +1,400 @@
+//! The distributed mode with real services: `partway-api` + two `partway-worker`
+//! processes, PostgreSQL, RabbitMQ, Redis and an S3 endpoint (moto), all started
+//! by `scripts/test`. Each test gets its own database, queue names and bucket.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+struct Cluster {
+    api: Api,
+    api_process: Child,
+    workers: Vec<Child>,
+    env: Vec<(String, String)>,
+    logs: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for entry in std::fs::read_dir(self.logs.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- {} (last 40 lines)", entry.path().display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        let _ = self.api_process.kill();
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+        }
+        let _ = self.api_process.wait();
+        for worker in &mut self.workers {
+            let _ = worker.wait();
+        }
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_partway")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `scripts/test` (it builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// The services, a fresh database, a bucket and queue names of its own; None when
+/// the services are not provided (and not required).
+async fn cluster_env() -> Option<Vec<(String, String)>> {
+    let redis = required_service("PARTWAY_TEST_REDIS_URL")?;
+    let amqp = required_service("PARTWAY_TEST_AMQP_URL")?;
+    let s3 = required_service("PARTWAY_TEST_S3_ENDPOINT")?;
+    let database = fresh_postgres_database().await?;
+    let bucket = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&s3)
+        .force_path_style(true)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create test bucket");
+    Some(vec![
+        ("PARTWAY_DATABASE_URL".into(), database),
+        ("PARTWAY_AMQP_URL".into(), amqp),
+        (
+            "PARTWAY_AMQP_PREFIX".into(),
+            format!("test-{}.", uuid::Uuid::new_v4().simple()),
+        ),
+        ("PARTWAY_REDIS_URL".into(), redis),
+        ("PARTWAY_S3_ENDPOINT".into(), s3),
+        ("PARTWAY_S3_BUCKET".into(), bucket),
+        ("PARTWAY_S3_ACCESS_KEY_ID".into(), "test".into()),
+        ("PARTWAY_S3_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("PARTWAY_MASTER_KEY".into(), "11".repeat(32)),
+        ("PARTWAY_BIND".into(), "127.0.0.1:0".into()),
+        ("PARTWAY_LOG_FORMAT".into(), "json".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ])
+}
+
+impl Cluster {
+    async fn start(workers: usize) -> Option<Cluster> {
+        let env = cluster_env().await?;
+        let logs = tempfile::tempdir().unwrap();
+        let mut api_process = Command::new(binary("partway-api"))
+            .envs(env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(logs.path().join("api.log")).unwrap())
+            .spawn()
+            .expect("start partway-api");
+        let stdout = api_process.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("partway-api listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "partway-api did not start: {}",
+                    std::fs::read_to_string(logs.path().join("api.log")).unwrap_or_default()
+                )
+            });
+        let keys = Command::new(binary("partway"))
+            .args(["keys", "create", "--owner", "cluster"])
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            keys.status.success(),
+            "{}",
+            String::from_utf8_lossy(&keys.stderr)
+        );
+        let key = String::from_utf8(keys.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut cluster = Cluster {
+            api: Api::new(base, key),
+            api_process,
+            workers: Vec::new(),
+            env,
+            logs,
+        };
+        for _ in 0..workers {
+            cluster.add_worker();
+        }
+        Some(cluster)
+    }
+
+    fn add_worker(&mut self) {
+        let n = self.workers.len();
+        let worker = Command::new(binary("partway-worker"))
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.logs.path().join(format!("worker-{n}.log"))).unwrap(),
+            )
+            .spawn()
+            .expect("start partway-worker");
+        self.workers.push(worker);
+    }
+
+    fn worker_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("worker-{n}.log")))
+            .unwrap_or_default()
+    }
+
+    fn jobs_done_by(&self, n: usize) -> usize {
+        self.worker_log(n)
+            .lines()
+            .filter(|l| l.contains("job done"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn three_part_flow_through_api_and_two_workers() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    // Several uploads so both workers get jobs (prefetch spreads them).
+    for _ in 0..4 {
+        three_part_flow(&cluster.api).await;
+    }
+    let (done0, done1) = (cluster.jobs_done_by(0), cluster.jobs_done_by(1));
+    assert!(
+        done0 > 0 && done1 > 0,
+        "both workers consumed jobs: {done0} and {done1}"
+    );
+    for n in 0..2 {
+        assert!(
+            !cluster.worker_log(n).contains("\"test\""),
+            "no secret in worker logs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_part_init_through_rabbitmq_is_usable_early_and_complete() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let api = &cluster.api;
+    let started = Instant::now();
+    let (status, doc) = api
+        .post(
+            "/api/v1/upload/multipart/init",
+            json!({"filename": "huge.iso", "fileSize": 10_000u64 * 5 * MIB as u64, "contentType": "application/octet-stream"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    let token = doc["resumeToken"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first_page_at = None;
+    loop {
+        let (_, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        let ready = doc["urlsReady"].as_u64().unwrap_or(0);
+        if first_page_at.is_none() && ready >= 1000 {
+            first_page_at = Some(started.elapsed());
+            let (status, page) = api
+                .get(&format!(
+                    "/api/v1/upload/multipart/{token}/parts?limit=1000"
+                ))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["parts"].as_array().unwrap().len(), 1000);
+        }
+        if ready == 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "URLs never all ready: {doc}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "first page after {:?}, all 10,000 after {:?}",
+        first_page_at.unwrap(),
+        started.elapsed()
+    );
+    let mut urls = std::collections::HashSet::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = api
+            .get(&format!(
+                "/api/v1/upload/multipart/{token}/parts?state=all&after={after}"
+            ))
+            .await;
+        for part in page["parts"].as_array().unwrap() {
+            urls.insert(part["url"].as_str().unwrap().to_string());
+        }
+        match page["nextAfter"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(urls.len(), 10_000);
+}
+
+#[tokio::test]
+async fn events_stream_status_documents_until_completion() {
+    let Some(cluster) = Cluster::start(1).await else {
+        return;
+    };
+    let api = &cluster.api;
+    let file = test_bytes(MIB, 9);
+    let init = api.init("sse.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let mut stream = api
+        .http
+        .get(api.url(&format!("/api/v1/upload/multipart/{token}/events")))
+        .header("x-api-key", &api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let etag = api
+        .put_part(init["partUrls"][0]["url"].as_str().unwrap(), file)
+        .await;
+    let (status, done) = api
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": etag}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text.contains("\"status\":\"completed\"") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.chunk())
+            .await
+            .expect("event in time")
+            .unwrap();
+        match chunk {
+            Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+    }
+    assert!(text.contains("data: {"), "{text}");
+    assert!(text.contains("\"status\":\"completed\""), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_jobs_and_uploads() {
+    let Some(cluster) = Cluster::start(1).await else {
+        return;
+    };
+    let api = &cluster.api;
+    api.init("m.bin", MIB).await;
+    let text = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("partway_http_requests_total{route=\"init\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("partway_uploads{status=\"active\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("partway_queue_depth{kind=\"init\"} 0"),
+        "{text}"
+    );
+    let (status, ready) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_presign_has_its_job_redelivered_and_finished() {
+    let Some(mut cluster) = Cluster::start(1).await else {
+        return;
+    };
+    let (status, doc) = cluster
+        .api
+        .post(
+            "/api/v1/upload/multipart/init",
+            json!({"filename": "killed.iso", "fileSize": 10_000u64 * 5 * MIB as u64, "contentType": "application/octet-stream"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    let token = doc["resumeToken"].as_str().unwrap().to_string();
+    let status_path = format!("/api/v1/upload/multipart/{token}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, doc) = cluster.api.get(&status_path).await;
+        let ready = doc["urlsReady"].as_u64().unwrap_or(0);
+        if ready > 0 && ready < 10_000 {
+            break;
+        }
+        assert!(
+            ready < 10_000,
+            "presigning finished before the worker could be killed"
+        );
+        assert!(Instant::now() < deadline, "presigning never started: {doc}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.workers[0].kill().expect("kill -9 the worker");
+    cluster.workers[0].wait().unwrap();
+    let (_, partial) = cluster.api.get(&status_path).await;
+    assert!(partial["urlsReady"].as_u64().unwrap() < 10_000, "{partial}");
+    cluster.add_worker();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, doc) = cluster.api.get(&status_path).await;
+        if doc["urlsReady"] == json!(10_000) && doc["status"] == json!("active") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job was not finished after the kill: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.jobs_done_by(1) >= 1,
+        "the new worker finished the redelivered job"
+    );
+    // Still one storage upload: the parts page works and a complete-able upload id is set.
+    let (status, page) = cluster
+        .api
+        .get(&format!("/api/v1/upload/multipart/{token}/parts?limit=10"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+}

@@ -1,0 +1,50 @@
+//! `partway-worker`: consumes jobs from RabbitMQ and sweeps expired uploads. Run as
+//! many as you like; each acks a job only after its effect is committed.
+use std::process::ExitCode;
+
+use partway_core::config::Config;
+use partway_runtime::{
+    distributed::{distributed_services, run_amqp_worker},
+    init_logging, shutdown_signal, SHUTDOWN_GRACE,
+};
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("partway-worker: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let config = Config::load().map_err(|e| e.to_string())?;
+    init_logging(config.log_format);
+    let (services, queue) = distributed_services(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let consumer = tokio::spawn(run_amqp_worker(
+        services.clone(),
+        queue.amqp().clone(),
+        shutdown_rx.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let sweeper = tokio::spawn(partway_worker::run_sweeper(
+        services.clone(),
+        config.sweep_interval,
+        shutdown_rx,
+    ));
+    println!("partway-worker consuming jobs");
+    tracing::info!("partway-worker consuming jobs");
+    shutdown_signal().await;
+    tracing::info!("partway-worker stopping: finishing in-flight jobs");
+    let _ = shutdown.send(true);
+    let _ = consumer.await;
+    let _ = sweeper.await;
+    services.db.clone().close().await.ok();
+    Ok(())
+}
