@@ -69,13 +69,32 @@ impl From<ValidationError> for AppError {
     }
 }
 
+/// Whether a database error means "the database is unreachable" (503, retry) rather
+/// than a bug: no connection, a dropped one, a pool that timed out.
+pub fn database_unreachable(e: &DbErr) -> bool {
+    use sea_orm::{sqlx::Error as Sqlx, RuntimeErr};
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            matches!(
+                inner.as_ref(),
+                Sqlx::Io(_)
+                    | Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::WorkerCrashed
+                    | Sqlx::Tls(_)
+            )
+        }
+        _ => false,
+    }
+}
+
 impl From<DbErr> for AppError {
     fn from(e: DbErr) -> Self {
-        match e {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
-                AppError::Unavailable(format!("database: {e}"))
-            }
-            other => AppError::Internal(format!("database: {other}")),
+        if database_unreachable(&e) {
+            AppError::Unavailable(format!("database: {e}"))
+        } else {
+            AppError::Internal(format!("database: {e}"))
         }
     }
 }
@@ -262,6 +281,24 @@ impl Services {
             .one(&self.db)
             .await?
             .ok_or_else(AppError::not_found)
+    }
+
+    /// A status snapshot from the cache, if there is one for this caller's upload.
+    /// Stored as `owner id`, newline, document, so another owner never gets it.
+    pub async fn cached_status(&self, caller: &Caller, token: &str) -> Option<String> {
+        let id = ResumeToken::parse(token)?.uuid();
+        let raw = self.cache.snapshot(id).await?;
+        let (owner, doc) = raw.split_once('\n')?;
+        (owner == caller.owner_id.to_string()).then(|| doc.to_string())
+    }
+
+    /// Keeps a status document for the next polls (dropped on every change).
+    pub async fn remember_status(&self, upload: &upload::Model, doc: String) {
+        if status_of(upload) != UploadStatus::Completed {
+            self.cache
+                .put_snapshot(upload.id, format!("{}\n{doc}", upload.owner_id))
+                .await;
+        }
     }
 
     pub async fn get(&self, caller: &Caller, token: &str) -> Result<upload::Model, AppError> {

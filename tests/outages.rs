@@ -1,0 +1,253 @@
+//! Dependencies going away and coming back, with the distributed cluster: nothing is
+//! lost, answers stay correct (or are a clean 503), and it recovers without restarts.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cluster::Cluster, private::PrivateService, *};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn wait_until_ready(api: &Api, token: &str, deadline: Instant) -> Value {
+    loop {
+        let (status, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        if status == StatusCode::OK
+            && doc["status"] == json!("active")
+            && doc["urlsReady"] == doc["totalParts"]
+        {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "not ready: {status} {doc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn init_body(name: &str) -> Value {
+    json!({"filename": name, "fileSize": 6 * MIB, "contentType": "application/octet-stream"})
+}
+
+#[tokio::test]
+async fn requests_made_while_rabbitmq_is_down_all_run_when_it_returns() {
+    let Some(broker) = PrivateService::start("rabbitmq") else {
+        return;
+    };
+    let Some(cluster) =
+        Cluster::start_with(1, vec![("PARTWAY_AMQP_URL".into(), broker.url())]).await
+    else {
+        return;
+    };
+    let api = &cluster.api;
+    api.init("before.bin", MIB).await;
+
+    broker.stop();
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let (status, doc) = api
+            .post(
+                "/api/v1/upload/multipart/init",
+                init_body(&format!("during-{i}.bin")),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "the API keeps accepting: {doc}"
+        );
+        tokens.push(doc["resumeToken"].as_str().unwrap().to_string());
+    }
+    let (status, body) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for token in &tokens {
+        wait_until_ready(api, token, deadline).await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_answers_come_from_postgresql_and_the_cache_refills() {
+    let Some(redis) = PrivateService::start("redis") else {
+        return;
+    };
+    let Some(cluster) =
+        Cluster::start_with(1, vec![("PARTWAY_REDIS_URL".into(), redis.url())]).await
+    else {
+        return;
+    };
+    let api = &cluster.api;
+    let file = test_bytes(6 * MIB, 17);
+    let init = api.init("cached.bin", file.len()).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+
+    redis.stop();
+    let (status, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["status"], json!("active"));
+    let (status, page) = api
+        .get(&format!("/api/v1/upload/multipart/{token}/parts?state=all"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let parts = page["parts"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 2);
+    let mut etags = Vec::new();
+    for part in &parts {
+        let etag = api
+            .put_part(part["url"].as_str().unwrap(), slice(&file, part))
+            .await;
+        let (status, progress) = api.report(&token, part, &etag).await;
+        assert_eq!(status, StatusCode::OK, "{progress}");
+        etags.push(json!({"partNumber": part["partNumber"], "etag": etag}));
+    }
+    let (_, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(
+        doc["progress"]["uploaded"],
+        json!(2),
+        "progress from PostgreSQL: {doc}"
+    );
+    // Waiting works without Redis's events (the API re-checks the database).
+    let (status, done) = api
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": etags}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        sha256(&api.download(done["downloadUrl"].as_str().unwrap()).await),
+        sha256(&file)
+    );
+
+    redis.restart();
+    let second = api.init("refill.bin", MIB).await;
+    let second_token = second["resumeToken"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    loop {
+        api.get(&format!("/api/v1/upload/multipart/{second_token}/parts"))
+            .await;
+        let keys = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "--scan", "--pattern", "partway:*"])
+            .output()
+            .expect("redis-cli");
+        if String::from_utf8_lossy(&keys.stdout).contains("urls") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never refilled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_postgresql_down_the_api_answers_503_and_recovers_without_restart() {
+    let Some(postgres) = PrivateService::start("postgres") else {
+        return;
+    };
+    let url = postgres.url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let Some(cluster) = Cluster::start_with(
+        1,
+        vec![("PARTWAY_DATABASE_URL".into(), format!("{base}/partway"))],
+    )
+    .await
+    else {
+        return;
+    };
+    let api = &cluster.api;
+    let init = api.init("db.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+
+    postgres.stop();
+    let (status, body) = api.get("/api/v1/uploads").await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    let text = body.to_string();
+    for internal in [
+        "postgres",
+        "sqlx",
+        "127.0.0.1",
+        "SELECT",
+        "connection refused",
+    ] {
+        assert!(
+            !text.to_lowercase().contains(&internal.to_lowercase()),
+            "{internal} leaked: {text}"
+        );
+    }
+    let (status, body) = api
+        .post("/api/v1/upload/multipart/init", init_body("no-db.bin"))
+        .await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    let (status, body) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+
+    postgres.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        if status == StatusCode::OK {
+            assert_eq!(doc["status"], json!("active"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {status} {doc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.init("after.bin", MIB).await;
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_swept_once_with_two_workers() {
+    let overrides = vec![
+        ("PARTWAY_UPLOAD_TTL".into(), "2s".into()),
+        ("PARTWAY_SWEEP_INTERVAL".into(), "1s".into()),
+    ];
+    let Some(cluster) = Cluster::start_with(2, overrides).await else {
+        return;
+    };
+    let api = &cluster.api;
+    let init = api.init("sweep.bin", 6 * MIB).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let url = init["partUrls"][0]["url"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let database = cluster
+        .env
+        .iter()
+        .find(|(k, _)| k == "PARTWAY_DATABASE_URL")
+        .unwrap()
+        .1
+        .clone();
+    let db = sea_orm::Database::connect(&database).await.unwrap();
+    loop {
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        let expire_jobs = partway_entity::job::Entity::find()
+            .filter(partway_entity::job::Column::Kind.eq("expire"))
+            .filter(partway_entity::job::Column::State.eq("done"))
+            .count(&db)
+            .await
+            .unwrap();
+        if expire_jobs == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A few more sweeps by both workers change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let expire_jobs = partway_entity::job::Entity::find()
+        .filter(partway_entity::job::Column::Kind.eq("expire"))
+        .count(&db)
+        .await
+        .unwrap();
+    assert_eq!(expire_jobs, 1, "swept once");
+    let (_, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+    assert_eq!(doc["status"], json!("expired"));
+    // moto answers a part PUT to an aborted upload with an error, never 200.
+    let response = api.http.put(&url).body(vec![1u8; 8]).send().await.unwrap();
+    assert_ne!(response.status(), StatusCode::OK);
+}
