@@ -223,3 +223,110 @@ async fn a_worker_killed_mid_presign_has_its_job_redelivered_and_finished() {
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
 }
+
+/// Forwards to `target`, holding requests that start with `POST ` and name an
+/// `uploadId` (CompleteMultipartUpload) for `hold` before passing them on.
+async fn start_completion_delaying_proxy(target: String, hold: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = target.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let mut first = vec![0u8; 16 * 1024];
+                let Ok(n) = client.read(&mut first).await else {
+                    return;
+                };
+                let head = String::from_utf8_lossy(&first[..n]).to_string();
+                if head.starts_with("POST ")
+                    && head.lines().next().is_some_and(|l| l.contains("uploadId="))
+                {
+                    tokio::time::sleep(hold).await;
+                }
+                if server.write_all(&first[..n]).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_complete_has_the_upload_completed_once_and_intact() {
+    let Some(s3) = required_service("PARTWAY_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let proxy = start_completion_delaying_proxy(s3, Duration::from_secs(4)).await;
+    let Some(mut cluster) =
+        Cluster::start_with(1, vec![("PARTWAY_S3_ENDPOINT".into(), proxy)]).await
+    else {
+        return;
+    };
+    let file = test_bytes(FILE_SIZE, 23);
+    let init = cluster.api.init("complete-me.bin", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let mut parts = Vec::new();
+    for part in init["partUrls"].as_array().unwrap() {
+        let etag = cluster
+            .api
+            .put_part(part["url"].as_str().unwrap(), slice(&file, part))
+            .await;
+        parts.push(json!({"partNumber": part["partNumber"], "etag": etag}));
+    }
+    let (status, doc) = cluster
+        .api
+        .post(
+            "/api/v1/upload/multipart/complete",
+            json!({"resumeToken": token, "parts": parts}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    // The worker is now inside CompleteMultipartUpload (held by the proxy): kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster
+        .worker_log(0)
+        .lines()
+        .any(|l| l.contains("job started") && l.contains("\"kind\":\"complete\""))
+    {
+        assert!(Instant::now() < deadline, "the complete job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.workers[0].kill().expect("kill -9 the worker");
+    cluster.workers[0].wait().unwrap();
+    let (_, doc) = cluster
+        .api
+        .get(&format!("/api/v1/upload/multipart/{token}"))
+        .await;
+    assert_eq!(doc["status"], json!("completing"), "{doc}");
+
+    cluster.add_worker();
+    let (status, done) = cluster
+        .api
+        .post(
+            "/api/v1/upload/multipart/complete?wait=60",
+            json!({"resumeToken": token, "parts": parts}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], json!("completed"));
+    assert_eq!(
+        sha256(
+            &cluster
+                .api
+                .download(done["downloadUrl"].as_str().unwrap())
+                .await
+        ),
+        sha256(&file)
+    );
+    assert!(
+        cluster.jobs_done_by(1) >= 1,
+        "the new worker finished the redelivered job"
+    );
+}

@@ -1293,6 +1293,7 @@ impl Services {
 
     async fn run_claimed(&self, job: job::Model) -> Result<JobRun, AppError> {
         let started = Instant::now();
+        info!("job started");
         let outcome = self.run_job(&job).await;
         if let Some(m) = crate::metrics::metrics() {
             let label = match &outcome {
