@@ -330,3 +330,43 @@ async fn a_worker_killed_mid_complete_has_the_upload_completed_once_and_intact()
         "the new worker finished the redelivered job"
     );
 }
+
+#[tokio::test]
+async fn two_concurrent_completes_through_two_workers_complete_once() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let api = &cluster.api;
+    let file = test_bytes(FILE_SIZE, 31);
+    let init = api.init("twice.bin", FILE_SIZE).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let mut parts = Vec::new();
+    for part in init["partUrls"].as_array().unwrap() {
+        let etag = api
+            .put_part(part["url"].as_str().unwrap(), slice(&file, part))
+            .await;
+        parts.push(json!({"partNumber": part["partNumber"], "etag": etag}));
+    }
+    let body = json!({"resumeToken": token, "parts": parts});
+    let (a, b) = tokio::join!(
+        api.post("/api/v1/upload/multipart/complete?wait=30", body.clone()),
+        api.post("/api/v1/upload/multipart/complete?wait=30", body.clone())
+    );
+    assert_eq!(a.0, StatusCode::OK, "{}", a.1);
+    assert_eq!(b.0, StatusCode::OK, "{}", b.1);
+    assert_eq!(a.1["etag"], b.1["etag"]);
+    let completes: usize = (0..2)
+        .map(|n| {
+            cluster
+                .worker_log(n)
+                .lines()
+                .filter(|l| l.contains("upload completed"))
+                .count()
+        })
+        .sum();
+    assert_eq!(completes, 1, "one storage complete");
+    assert_eq!(
+        sha256(&api.download(a.1["downloadUrl"].as_str().unwrap()).await),
+        sha256(&file)
+    );
+}

@@ -221,6 +221,13 @@ pub async fn distributed_services(
         ));
     }
     let master_key = crate::master_key(config, None)?;
+    info!(
+        database = %config.database_url.as_ref().map_or_else(|| "sqlite (data dir)".to_string(), |u| crate::endpoint_of(u.expose())),
+        queue = %crate::endpoint_of(amqp_url.expose()),
+        cache = %config.redis_url.as_ref().map_or_else(|| "in-process".to_string(), |u| crate::endpoint_of(u.expose())),
+        storage = %config.s3_endpoint.as_deref().map_or_else(|| "AWS / R2 endpoints".to_string(), crate::endpoint_of),
+        "connecting"
+    );
     let db = crate::connect_database(config).await?;
     let amqp = AmqpQueue::connect_with_prefix(amqp_url.expose(), &config.amqp_prefix)
         .await

@@ -307,3 +307,38 @@ pub fn services(
         keys: partway_core::auth::KeyCache::default(),
     })
 }
+
+/// `scheme://host:port` of a connection URL: what logs may show (no user, password,
+/// path or query).
+pub fn endpoint_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if scheme.is_empty() {
+        host.to_string()
+    } else {
+        format!("{scheme}://{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn endpoints_never_carry_credentials() {
+        assert_eq!(
+            endpoint_of("postgres://u:secret@db:5432/partway?sslmode=require"),
+            "postgres://db:5432"
+        );
+        assert_eq!(
+            endpoint_of("amqp://guest:p%40ss@mq:5672/%2f"),
+            "amqp://mq:5672"
+        );
+        assert_eq!(endpoint_of("redis://:pw@cache:6379"), "redis://cache:6379");
+        assert_eq!(endpoint_of("http://minio:9000"), "http://minio:9000");
+        assert!(!endpoint_of("sqlite:///data/partway.db?mode=rwc").contains("mode"));
+    }
+}
