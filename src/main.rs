@@ -43,13 +43,7 @@ enum KeysAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("partway: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    partway_runtime::exit_with("partway", run(cli).await)
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -15,13 +15,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("partway-api: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    partway_runtime::exit_with("partway-api", run().await)
 }
 
 async fn run() -> Result<(), String> {

@@ -323,6 +323,17 @@ pub fn endpoint_of(url: &str) -> String {
     }
 }
 
+/// A binary's exit: success, or its one-line error on stderr and a failure code.
+pub fn exit_with(binary: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{binary}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::endpoint_of;

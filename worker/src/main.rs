@@ -11,13 +11,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("partway-worker: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    partway_runtime::exit_with("partway-worker", run().await)
 }
 
 async fn run() -> Result<(), String> {
