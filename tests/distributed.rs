@@ -136,7 +136,13 @@ async fn events_stream_status_documents_until_completion() {
 
 #[tokio::test]
 async fn metrics_count_requests_jobs_and_uploads() {
-    let Some(cluster) = Cluster::start(1).await else {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_bind = vec![("PARTWAY_METRICS_BIND".into(), format!("127.0.0.1:{port}"))];
+    let Some(cluster) = Cluster::start_with(1, metrics_bind).await else {
         return;
     };
     let api = &cluster.api;
@@ -164,6 +170,23 @@ async fn metrics_count_requests_jobs_and_uploads() {
     );
     let (status, ready) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
+    let worker = api
+        .http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        worker.contains("partway_job_runs_total{kind=\"init\",outcome=\"done\"} 1"),
+        "{worker}"
+    );
+    assert!(
+        worker.contains("partway_presigned_urls_total 1"),
+        "{worker}"
+    );
 }
 
 #[tokio::test]

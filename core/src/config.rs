@@ -141,6 +141,9 @@ pub struct Config {
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub sweep_interval: Duration,
     pub log_format: LogFormat,
+    /// `partway-worker` serves its own `/metrics` here when set (jobs run there).
+    #[serde(default)]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -173,6 +176,7 @@ impl Default for Config {
             key_prefix: "uploads".into(),
             sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Pretty,
+            metrics_bind: None,
         }
     }
 }

@@ -1470,6 +1470,7 @@ impl Services {
                 )
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
+            count_presigned(signed.len());
             let mut slots = self
                 .cache
                 .url_page(upload.id, page)

@@ -32,6 +32,26 @@ async fn run() -> Result<(), String> {
         config.sweep_interval,
         shutdown_rx,
     ));
+    if let Some(bind) = config.metrics_bind {
+        let listener = poem::listener::TcpListener::bind(bind);
+        let app = poem::Route::new().at(
+            "/metrics",
+            poem::endpoint::make_sync(|_| partway_core::metrics::render()),
+        );
+        let mut stop = shutdown.subscribe();
+        tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = poem::Server::new(listener)
+                .run_with_graceful_shutdown(app, signal, None)
+                .await
+            {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        tracing::info!(%bind, "worker metrics at /metrics");
+    }
     println!("partway-worker consuming jobs");
     tracing::info!("partway-worker consuming jobs");
     shutdown_signal().await;
