@@ -10,5 +10,6 @@ pub mod crypto;
 pub mod jobs;
 pub mod metrics;
 pub mod ports;
+pub mod presign;
 pub mod service;
 pub mod storage;

@@ -28,6 +28,7 @@ use crate::{
     ports::{
         CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StoredPart,
     },
+    presign::BatchPresigner,
 };
 
 /// Access keys for one bucket. `Debug` never shows the secret.
@@ -109,6 +110,8 @@ pub struct S3Storage {
     client: Client,
     /// Same credentials, pointed at the public endpoint: presigning does no I/O.
     presign_client: Client,
+    /// Presigns part URLs without the SDK pipeline (one HMAC per URL).
+    part_presigner: BatchPresigner,
     bucket: String,
     object_base_url: String,
 }
@@ -158,6 +161,15 @@ impl S3Storage {
         Self {
             client: build_client(target, target.endpoint.as_deref()),
             presign_client: build_client(target, public),
+            part_presigner: BatchPresigner::new(
+                target.credentials.access_key_id.clone(),
+                target.credentials.secret_access_key.clone(),
+                None,
+                target.region.clone(),
+                public,
+                &target.bucket,
+                target.force_path_style,
+            ),
             bucket: target.bucket.clone(),
             object_base_url,
         }
@@ -272,25 +284,20 @@ impl ObjectStorage for S3Storage {
         part_numbers: &[u32],
         expires_in: Duration,
     ) -> Result<Vec<PresignedUrl>, StorageError> {
-        let mut urls = Vec::with_capacity(part_numbers.len());
-        for &number in part_numbers {
-            let (config, expires_at) = Self::presigning(expires_in)?;
-            let presigned = self
-                .presign_client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number as i32)
-                .presigned(config)
-                .await
-                .map_err(classify)?;
-            urls.push(PresignedUrl {
-                url: presigned.uri().to_string(),
-                expires_at,
-            });
-        }
-        Ok(urls)
+        let now = SystemTime::now();
+        // The SDK's own validation of the expiry (at most 7 days).
+        PresigningConfig::builder()
+            .start_time(now)
+            .expires_in(expires_in)
+            .build()
+            .map_err(|e| StorageError::Rejected(format!("invalid URL expiry: {e}")))?;
+        let expires_at = DateTime::<Utc>::from(now + expires_in);
+        Ok(self
+            .part_presigner
+            .presign_upload_parts(key, upload_id, part_numbers, expires_in, now)
+            .into_iter()
+            .map(|url| PresignedUrl { url, expires_at })
+            .collect())
     }
 
     async fn list_parts(
