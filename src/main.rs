@@ -25,6 +25,70 @@ enum Command {
     },
     /// Print the OpenAPI spec (YAML).
     Openapi,
+    /// Upload a file (resumable: run the same command again after an interruption).
+    Upload(UploadArgs),
+    /// Show an upload's status.
+    Status {
+        /// The resume token (mpu_…).
+        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort an upload.
+    Abort {
+        /// The resume token (mpu_…).
+        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List your uploads, newest first.
+    Ls {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the uploads as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the partway server is, and the API key.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Base URL of the partway server.
+    #[arg(long, env = "PARTWAY_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API key.
+    #[arg(long, env = "PARTWAY_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Result<partway_client::Client, String> {
+        partway_client::Client::new(&self.server, self.key.as_deref().unwrap_or(""))
+    }
+}
+
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The file to upload.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Parts in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
+    /// Part size, e.g. 8MiB (plain numbers are bytes); the server chooses when omitted.
+    #[arg(long, value_parser = partway_client::parse_size)]
+    part_size: Option<u64>,
+    /// Print one JSON object describing the upload as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Test hook: sleep this long before each part.
+    #[arg(long, env = "PARTWAY_CLIENT_PART_DELAY_MS", hide = true)]
+    part_delay_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -47,8 +111,49 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    // The client commands need no server configuration.
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        Command::Upload(args) => return upload(args).await,
+        Command::Status {
+            token,
+            server,
+            json,
+        } => {
+            let doc = server.client()?.status(&token).await?;
+            if json {
+                println!("{doc}");
+            } else {
+                print!("{}", partway_client::format_status(&doc));
+            }
+            return Ok(());
+        }
+        Command::Abort { token, server } => {
+            let answer = server.client()?.abort(&token).await?;
+            println!(
+                "{token}: {}",
+                answer["status"].as_str().unwrap_or("aborted")
+            );
+            return Ok(());
+        }
+        Command::Ls { server, json } => {
+            let uploads = server.client()?.list().await?;
+            if json {
+                println!("{}", serde_json::Value::Array(uploads));
+            } else {
+                print!("{}", partway_client::format_table(&uploads));
+            }
+            return Ok(());
+        }
+        other => other,
+    };
     let config = Config::load().map_err(|e| e.to_string())?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Upload(_)
+        | Command::Status { .. }
+        | Command::Abort { .. }
+        | Command::Ls { .. } => {
+            unreachable!("client commands are handled above")
+        }
         Command::Serve => {
             partway_runtime::init_logging(config.log_format);
             serve(config).await
@@ -65,6 +170,33 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn upload(args: UploadArgs) -> Result<(), String> {
+    let client = args.server.client()?;
+    let options = partway_client::UploadOptions {
+        file: args.file,
+        parallel: usize::from(args.parallel),
+        part_size: args.part_size,
+        progress: true,
+        part_delay: args.part_delay_ms.map(std::time::Duration::from_millis),
+    };
+    let outcome = client.upload(&options).await?;
+    let secs = outcome.elapsed.as_secs_f64();
+    eprintln!(
+        "partway: uploaded {} ({} parts{}) in {:.1}s, {:.1} MiB/s",
+        options.file.display(),
+        outcome.total_parts,
+        if outcome.resumed { ", resumed" } else { "" },
+        secs,
+        outcome.bytes_uploaded as f64 / 1048576.0 / secs.max(0.001)
+    );
+    if args.json {
+        println!("{}", outcome.to_json());
+    } else {
+        println!("{}", outcome.url);
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {

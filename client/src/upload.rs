@@ -1,0 +1,691 @@
+//! `partway upload`: init (or resume from the state file), stream the parts to storage with
+//! at most N in flight, report each, complete.
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, SeekFrom},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reqwest::{header, Method};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{backoff, chain, state, util, ApiError, Client};
+
+/// Tries per part PUT on network errors and 5xx.
+const PART_TRIES: u32 = 6;
+/// Fresh-URL rounds per part on 403 (expired URL) before giving up.
+const PART_REFRESHES: u32 = 6;
+/// Read size when streaming a part from the file.
+const CHUNK: usize = 256 * 1024;
+/// How long to poll for a queued job that outlived `?wait=60`.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(600);
+
+pub struct UploadOptions {
+    pub file: PathBuf,
+    /// Parts in flight at once.
+    pub parallel: usize,
+    /// Requested part size; the server's choice when `None`.
+    pub part_size: Option<u64>,
+    /// Show the progress bar (it is hidden anyway when stdout is not a terminal).
+    pub progress: bool,
+    /// Test hook: sleep before each part.
+    pub part_delay: Option<Duration>,
+}
+
+/// What a finished upload reports (`--json`).
+#[derive(Debug, Clone)]
+pub struct UploadOutcome {
+    pub resume_token: String,
+    pub status: String,
+    pub file_key: String,
+    pub url: String,
+    pub download_url: Option<String>,
+    pub file_size: u64,
+    pub total_parts: u64,
+    /// Whether this run picked up an earlier, interrupted upload.
+    pub resumed: bool,
+    /// Parts PUT by this run.
+    pub parts_uploaded: u64,
+    /// Bytes PUT by this run.
+    pub bytes_uploaded: u64,
+    /// Times part URLs had expired and were fetched again.
+    pub url_refreshes: u32,
+    pub elapsed: Duration,
+}
+
+impl UploadOutcome {
+    pub fn to_json(&self) -> Value {
+        let secs = self.elapsed.as_secs_f64();
+        json!({
+            "resumeToken": self.resume_token,
+            "status": self.status,
+            "fileKey": self.file_key,
+            "url": self.url,
+            "downloadUrl": self.download_url,
+            "fileSize": self.file_size,
+            "totalParts": self.total_parts,
+            "resumed": self.resumed,
+            "partsUploaded": self.parts_uploaded,
+            "bytesUploaded": self.bytes_uploaded,
+            "urlRefreshes": self.url_refreshes,
+            "elapsedSeconds": (secs * 1000.0).round() / 1000.0,
+            "bytesPerSecond": if secs > 0.0 { (self.bytes_uploaded as f64 / secs).round() } else { 0.0 },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    number: u64,
+    start: u64,
+    size: u64,
+}
+
+/// Parts still to upload, with their URLs.
+struct Plan {
+    token: String,
+    file_key: String,
+    total_parts: u64,
+    parts: Vec<Part>,
+    urls: HashMap<u64, String>,
+    uploaded_bytes: u64,
+}
+
+fn parts_of(list: &Value) -> (Vec<Part>, HashMap<u64, String>) {
+    let mut parts = Vec::new();
+    let mut urls = HashMap::new();
+    for p in list.as_array().into_iter().flatten() {
+        let (Some(number), Some(start), Some(size), Some(url)) = (
+            p["partNumber"].as_u64(),
+            p["start"].as_u64(),
+            p["size"].as_u64(),
+            p["url"].as_str(),
+        ) else {
+            continue;
+        };
+        parts.push(Part {
+            number,
+            start,
+            size,
+        });
+        urls.insert(number, url.to_string());
+    }
+    parts.sort_by_key(|p| p.number);
+    (parts, urls)
+}
+
+enum Resumed {
+    Plan(Plan),
+    /// The upload had already been completed (the previous run died after complete).
+    Completed(Value),
+    /// Gone (expired, aborted, failed, unknown): start over.
+    Gone(String),
+}
+
+fn say(pb: Option<&ProgressBar>, text: &str) {
+    match pb {
+        Some(pb) => pb.suspend(|| eprintln!("partway: {text}")),
+        None => eprintln!("partway: {text}"),
+    }
+}
+
+impl Client {
+    /// Uploads a file; Ctrl-C stops it cleanly and leaves the state for the next run.
+    pub async fn upload(&self, options: &UploadOptions) -> Result<UploadOutcome, String> {
+        tokio::select! {
+            result = self.upload_inner(options) => result,
+            _ = tokio::signal::ctrl_c() => Err(format!(
+                "interrupted; run the same command again to resume the upload of {}",
+                options.file.display()
+            )),
+        }
+    }
+
+    async fn upload_inner(&self, options: &UploadOptions) -> Result<UploadOutcome, String> {
+        let started = Instant::now();
+        let path = &options.file;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        // Opening it now turns an unreadable file into an error before anything is created.
+        std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let canonical =
+            std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = meta.len();
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .unwrap_or_default();
+        let state_key = format!("{}|{size}|{mtime}", canonical.display());
+        let fingerprint = util::fingerprint(&state_key);
+        let filename = canonical
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: the file name is not valid UTF-8", path.display()))?
+            .to_string();
+
+        let mut resumed = false;
+        let mut plan = None;
+        if let Some(entry) = state::get(&state_key).filter(|e| e.server == self.base) {
+            match self.resume_plan(&entry.resume_token).await? {
+                Resumed::Plan(p) => {
+                    resumed = true;
+                    plan = Some(p);
+                }
+                Resumed::Completed(doc) => {
+                    let _ = state::remove(&state_key);
+                    return Ok(outcome(&doc, size, true, 0, 0, 0, started));
+                }
+                Resumed::Gone(why) => {
+                    say(
+                        None,
+                        &format!(
+                            "the earlier upload {} is {why}; starting over",
+                            entry.resume_token
+                        ),
+                    );
+                    let _ = state::remove(&state_key);
+                }
+            }
+        }
+        let plan = match plan {
+            Some(plan) => plan,
+            None => {
+                self.init(
+                    &filename,
+                    size,
+                    &canonical,
+                    options.part_size,
+                    &fingerprint,
+                    &state_key,
+                )
+                .await?
+            }
+        };
+
+        let pb = progress_bar(
+            options.progress,
+            size,
+            plan.uploaded_bytes,
+            plan.total_parts,
+            plan.parts.len() as u64,
+        );
+        let transfer = Transfer {
+            client: self,
+            file: canonical.clone(),
+            token: plan.token.clone(),
+            book: tokio::sync::Mutex::new(UrlBook {
+                generation: 0,
+                urls: plan.urls,
+                stored: HashMap::new(),
+            }),
+            pb: pb.clone(),
+            delay: options.part_delay,
+            refreshes: AtomicU32::new(0),
+            bytes: AtomicU64::new(0),
+            parts_done: AtomicU64::new(plan.total_parts - plan.parts.len() as u64),
+            total_parts: plan.total_parts,
+        };
+        let parts_to_send = plan.parts.len() as u64;
+        futures::stream::iter(plan.parts.iter().map(|part| transfer.send_part(*part)))
+            .buffer_unordered(options.parallel.max(1))
+            .try_collect::<Vec<()>>()
+            .await
+            .inspect_err(|_| pb.abandon())?;
+        pb.set_message("completing…");
+
+        let doc = self.complete(&plan.token).await?;
+        pb.finish_and_clear();
+        let _ = state::remove(&state_key);
+        let mut result = outcome(
+            &doc,
+            size,
+            resumed,
+            parts_to_send,
+            transfer.bytes.load(Ordering::Relaxed),
+            transfer.refreshes.load(Ordering::Relaxed),
+            started,
+        );
+        if result.file_key.is_empty() {
+            result.file_key = plan.file_key;
+        }
+        Ok(result)
+    }
+
+    async fn init(
+        &self,
+        filename: &str,
+        size: u64,
+        path: &Path,
+        part_size: Option<u64>,
+        fingerprint: &str,
+        state_key: &str,
+    ) -> Result<Plan, String> {
+        let mut body = json!({
+            "filename": filename,
+            "fileSize": size,
+            "contentType": util::content_type_for(path),
+            "metadata": {"fingerprint": fingerprint},
+        });
+        if let Some(part_size) = part_size {
+            body["partSize"] = json!(part_size);
+        }
+        let (status, value) = self
+            .api(Method::POST, "/upload/multipart/init?wait=60", Some(&body))
+            .await
+            .map_err(|e| format!("starting the upload failed: {e}"))?;
+        let token = value["resumeToken"]
+            .as_str()
+            .ok_or("starting the upload failed: the answer has no resumeToken")?
+            .to_string();
+        // Written right away: from here on an interrupted run resumes this upload.
+        state::put(
+            state_key,
+            state::Entry {
+                server: self.base.clone(),
+                resume_token: token.clone(),
+                fingerprint: fingerprint.to_string(),
+            },
+        )?;
+        if status == reqwest::StatusCode::OK && value["partUrls"].is_array() {
+            let (parts, urls) = parts_of(&value["partUrls"]);
+            return Ok(Plan {
+                total_parts: value["totalParts"].as_u64().unwrap_or(parts.len() as u64),
+                file_key: value["fileKey"].as_str().unwrap_or("").to_string(),
+                token,
+                parts,
+                urls,
+                uploaded_bytes: 0,
+            });
+        }
+        // 202: the init job outlived the wait. Let it settle, then resume for the URLs.
+        match self.resume_plan(&token).await? {
+            Resumed::Plan(plan) => Ok(plan),
+            Resumed::Completed(_) => Err(format!("upload {token} is already completed")),
+            Resumed::Gone(why) => Err(format!("upload {token} is {why}")),
+        }
+    }
+
+    /// Resume: what storage holds and fresh URLs for the rest.
+    async fn resume_plan(&self, token: &str) -> Result<Resumed, String> {
+        let body = json!({ "resumeToken": token });
+        for _ in 0..5 {
+            match self
+                .api(
+                    Method::POST,
+                    "/upload/multipart/resume?wait=60",
+                    Some(&body),
+                )
+                .await
+            {
+                Ok((_, value)) if value["remainingParts"].is_array() => {
+                    let (parts, urls) = parts_of(&value["remainingParts"]);
+                    return Ok(Resumed::Plan(Plan {
+                        token: token.to_string(),
+                        file_key: value["fileKey"].as_str().unwrap_or("").to_string(),
+                        total_parts: value["totalParts"].as_u64().unwrap_or(0),
+                        uploaded_bytes: value["progress"]["uploadedBytes"].as_u64().unwrap_or(0),
+                        parts,
+                        urls,
+                    }));
+                }
+                // 202: the resume job outlived the wait; poll, then ask again.
+                Ok(_) => {}
+                Err(e) if e.code() == "UPLOAD_ALREADY_COMPLETED" => {
+                    let doc = self.status_doc(token).await.map_err(|e| e.to_string())?;
+                    return Ok(Resumed::Completed(doc));
+                }
+                Err(e) if e.code() == "UPLOAD_NOT_READY" => {}
+                Err(e)
+                    if e.status() == 404 || e.status() == 410 || e.code() == "UPLOAD_ABORTED" =>
+                {
+                    return Ok(Resumed::Gone(match e {
+                        ApiError::Http { code, .. } => code.to_lowercase().replace('_', " "),
+                        other => other.to_string(),
+                    }));
+                }
+                Err(e) => return Err(format!("resuming upload {token} failed: {e}")),
+            }
+            let doc = self.settle(token).await?;
+            match doc["status"].as_str().unwrap_or("") {
+                "completed" => return Ok(Resumed::Completed(doc)),
+                "active" | "paused" => {}
+                other => return Ok(Resumed::Gone(other.to_string())),
+            }
+        }
+        Err(format!(
+            "resuming upload {token} failed: the server kept it busy"
+        ))
+    }
+
+    /// Polls the status document until the upload is neither initiating nor completing.
+    async fn settle(&self, token: &str) -> Result<Value, String> {
+        let deadline = Instant::now() + SETTLE_DEADLINE;
+        loop {
+            let doc = self.status_doc(token).await.map_err(|e| e.to_string())?;
+            let status = doc["status"].as_str().unwrap_or("");
+            if !matches!(status, "initiating" | "completing") {
+                return Ok(doc);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "upload {token} is still {status} after {SETTLE_DEADLINE:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Complete with the parts storage lists; polls when the job outlives the wait.
+    async fn complete(&self, token: &str) -> Result<Value, String> {
+        let body = json!({ "resumeToken": token });
+        let (_, value) = self
+            .api(
+                Method::POST,
+                "/upload/multipart/complete?wait=60",
+                Some(&body),
+            )
+            .await
+            .map_err(|e| format!("completing upload {token} failed: {e}"))?;
+        if value["status"] == "completed" {
+            return Ok(value);
+        }
+        let doc = self.settle(token).await?;
+        match doc["status"].as_str() {
+            Some("completed") => Ok(doc),
+            other => {
+                let why = doc["lastError"]["message"].as_str().unwrap_or("");
+                Err(format!(
+                    "completing upload {token} failed: it is {} {why}",
+                    other.unwrap_or("unknown")
+                ))
+            }
+        }
+    }
+}
+
+fn outcome(
+    doc: &Value,
+    size: u64,
+    resumed: bool,
+    parts: u64,
+    bytes: u64,
+    refreshes: u32,
+    started: Instant,
+) -> UploadOutcome {
+    let s = |k: &str| doc[k].as_str().unwrap_or("").to_string();
+    UploadOutcome {
+        resume_token: s("resumeToken"),
+        status: s("status"),
+        file_key: s("fileKey"),
+        url: s("url"),
+        download_url: doc["downloadUrl"].as_str().map(str::to_string),
+        file_size: doc["fileSize"].as_u64().unwrap_or(size),
+        total_parts: doc["totalParts"].as_u64().unwrap_or(0),
+        resumed,
+        parts_uploaded: parts,
+        bytes_uploaded: bytes,
+        url_refreshes: refreshes,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn progress_bar(
+    show: bool,
+    size: u64,
+    done_bytes: u64,
+    total_parts: u64,
+    remaining: u64,
+) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden());
+    if show && std::io::stdout().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_position(done_bytes.min(size));
+    pb.set_message(format!("{}/{total_parts} parts", total_parts - remaining));
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+struct UrlBook {
+    /// Bumped on every resume, so concurrent 403s refresh once.
+    generation: u64,
+    urls: HashMap<u64, String>,
+    /// Parts storage already holds (from the last resume): number → etag.
+    stored: HashMap<u64, String>,
+}
+
+struct Transfer<'a> {
+    client: &'a Client,
+    file: PathBuf,
+    token: String,
+    book: tokio::sync::Mutex<UrlBook>,
+    pb: ProgressBar,
+    delay: Option<Duration>,
+    refreshes: AtomicU32,
+    bytes: AtomicU64,
+    parts_done: AtomicU64,
+    total_parts: u64,
+}
+
+enum PutError {
+    /// 403: the presigned URL expired (or was otherwise refused): fetch fresh ones.
+    Expired,
+    Retry(String),
+    Fatal(String),
+}
+
+impl Transfer<'_> {
+    async fn send_part(&self, part: Part) -> Result<(), String> {
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let n = part.number;
+        let mut tries = 0;
+        let mut refreshes = 0;
+        let etag = loop {
+            let (generation, url, stored) = {
+                let book = self.book.lock().await;
+                (
+                    book.generation,
+                    book.urls.get(&n).cloned(),
+                    book.stored.get(&n).cloned(),
+                )
+            };
+            let Some(url) = url else {
+                match stored {
+                    // A resume found it already in storage (a PUT that answered too late).
+                    Some(etag) => break etag,
+                    None => return Err(format!("part {n}: the server gave no URL for it")),
+                }
+            };
+            match self.put(&url, part).await {
+                Ok(etag) => break etag,
+                Err(PutError::Expired) => {
+                    refreshes += 1;
+                    if refreshes > PART_REFRESHES {
+                        return Err(format!("part {n}: storage keeps refusing fresh URLs (403)"));
+                    }
+                    self.refresh(generation).await?;
+                }
+                Err(PutError::Retry(why)) => {
+                    tries += 1;
+                    if tries >= PART_TRIES {
+                        return Err(format!("part {n}: {why} (gave up after {tries} tries)"));
+                    }
+                    tokio::time::sleep(backoff(tries, 500)).await;
+                }
+                Err(PutError::Fatal(why)) => return Err(format!("part {n}: {why}")),
+            }
+        };
+        let body = json!({ "etag": etag, "size": part.size });
+        let token = util::path_segment(&self.token);
+        self.client
+            .api(
+                Method::PUT,
+                &format!("/upload/multipart/{token}/parts/{n}"),
+                Some(&body),
+            )
+            .await
+            .map_err(|e| format!("reporting part {n} failed: {e}"))?;
+        let done = self.parts_done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.pb
+            .set_message(format!("{done}/{} parts", self.total_parts));
+        Ok(())
+    }
+
+    /// Fresh URLs for the remaining parts, unless another part already fetched them.
+    async fn refresh(&self, seen_generation: u64) -> Result<(), String> {
+        let mut book = self.book.lock().await;
+        if book.generation != seen_generation {
+            return Ok(());
+        }
+        let body = json!({ "resumeToken": self.token });
+        let (_, value) = self
+            .client
+            .api(
+                Method::POST,
+                "/upload/multipart/resume?wait=60",
+                Some(&body),
+            )
+            .await
+            .map_err(|e| format!("fetching fresh part URLs failed: {e}"))?;
+        if !value["remainingParts"].is_array() {
+            // 202: the job outlived the wait; the next 403 asks again.
+            book.generation += 1;
+            return Ok(());
+        }
+        let (parts, urls) = parts_of(&value["remainingParts"]);
+        book.urls = urls;
+        book.stored = value["uploadedParts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p["partNumber"].as_u64()?, p["etag"].as_str()?.to_string())))
+            .collect();
+        book.generation += 1;
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        say(
+            Some(&self.pb),
+            &format!(
+                "part URLs expired; fetched fresh ones for {} remaining parts",
+                parts.len()
+            ),
+        );
+        Ok(())
+    }
+
+    /// One PUT of the part, streamed from the file in CHUNK reads; returns the ETag.
+    async fn put(&self, url: &str, part: Part) -> Result<String, PutError> {
+        let io =
+            |e: std::io::Error| PutError::Fatal(format!("reading {}: {e}", self.file.display()));
+        let mut file = tokio::fs::File::open(&self.file).await.map_err(io)?;
+        file.seek(SeekFrom::Start(part.start)).await.map_err(io)?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let reader = file.take(part.size);
+        let stream = futures::stream::unfold(
+            Some((reader, self.pb.clone(), sent.clone())),
+            |state| async move {
+                let (mut reader, pb, sent) = state?;
+                let mut buf = vec![0u8; CHUNK];
+                match reader.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        pb.inc(n as u64);
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                        Some((Ok(Bytes::from(buf)), Some((reader, pb, sent))))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            },
+        );
+        let result = self
+            .client
+            .http
+            .put(url)
+            .header(header::CONTENT_LENGTH, part.size)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await;
+        let undo = || self.pb.dec(sent.load(Ordering::Relaxed));
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                undo();
+                return Err(PutError::Retry(chain(&e)));
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            let etag = response
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return match etag {
+                Some(etag) => {
+                    self.bytes.fetch_add(part.size, Ordering::Relaxed);
+                    Ok(etag)
+                }
+                None => {
+                    undo();
+                    Err(PutError::Fatal(
+                        "storage answered without an ETag header (for a real bucket, check its CORS ExposeHeaders)".into(),
+                    ))
+                }
+            };
+        }
+        undo();
+        let text = response.text().await.unwrap_or_default();
+        let detail = storage_error(&text);
+        if status == reqwest::StatusCode::FORBIDDEN {
+            Err(PutError::Expired)
+        } else if status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(PutError::Retry(format!(
+                "storage answered {status}{detail}"
+            )))
+        } else {
+            Err(PutError::Fatal(format!(
+                "storage answered {status}{detail}"
+            )))
+        }
+    }
+}
+
+/// `: Code: Message` from an S3 XML error body, if any.
+fn storage_error(body: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(body[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!(": {code}: {message}"),
+        (Some(code), None) => format!(": {code}"),
+        _ => String::new(),
+    }
+}
