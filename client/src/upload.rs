@@ -60,6 +60,8 @@ pub struct UploadOutcome {
     /// Times part URLs had expired and were fetched again.
     pub url_refreshes: u32,
     pub elapsed: Duration,
+    /// The parts phase alone (PUTs to storage and their reports), without init and complete.
+    pub transfer: Duration,
 }
 
 impl UploadOutcome {
@@ -78,6 +80,7 @@ impl UploadOutcome {
             "bytesUploaded": self.bytes_uploaded,
             "urlRefreshes": self.url_refreshes,
             "elapsedSeconds": (secs * 1000.0).round() / 1000.0,
+            "transferSeconds": (self.transfer.as_secs_f64() * 1000.0).round() / 1000.0,
             "bytesPerSecond": if secs > 0.0 { (self.bytes_uploaded as f64 / secs).round() } else { 0.0 },
         })
     }
@@ -239,11 +242,13 @@ impl Client {
             total_parts: plan.total_parts,
         };
         let parts_to_send = plan.parts.len() as u64;
+        let transfer_started = Instant::now();
         futures::stream::iter(plan.parts.iter().map(|part| transfer.send_part(*part)))
             .buffer_unordered(options.parallel.max(1))
             .try_collect::<Vec<()>>()
             .await
             .inspect_err(|_| pb.abandon())?;
+        let transfer_elapsed = transfer_started.elapsed();
         pb.set_message("completing…");
 
         let doc = self.complete(&plan.token).await?;
@@ -258,6 +263,7 @@ impl Client {
             transfer.refreshes.load(Ordering::Relaxed),
             started,
         );
+        result.transfer = transfer_elapsed;
         if result.file_key.is_empty() {
             result.file_key = plan.file_key;
         }
@@ -439,6 +445,7 @@ fn outcome(
         bytes_uploaded: bytes,
         url_refreshes: refreshes,
         elapsed: started.elapsed(),
+        transfer: Duration::ZERO,
     }
 }
 
