@@ -1,10 +1,11 @@
-//! `partway-worker`: consumes jobs from RabbitMQ and sweeps expired uploads. Run as
+//! `partway-worker`: consumes jobs from RabbitMQ, sweeps expired uploads and relays
+//! the jobs it queues. Run as
 //! many as you like; each acks a job only after its effect is committed.
 use std::process::ExitCode;
 
 use partway_core::config::Config;
 use partway_runtime::{
-    distributed::{distributed_services, run_amqp_worker},
+    distributed::{distributed_services, run_amqp_worker, run_outbox_relay},
     init_logging, shutdown_signal, SHUTDOWN_GRACE,
 };
 use tokio::sync::watch;
@@ -26,6 +27,12 @@ async fn run() -> Result<(), String> {
         queue.amqp().clone(),
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
+    ));
+    // The sweeper queues expire jobs here: publish them from here too, not on an API's tick.
+    let relay = tokio::spawn(run_outbox_relay(
+        services.db.clone(),
+        queue.clone(),
+        shutdown_rx.clone(),
     ));
     let sweeper = tokio::spawn(partway_worker::run_sweeper(
         services.clone(),
@@ -59,6 +66,7 @@ async fn run() -> Result<(), String> {
     let _ = shutdown.send(true);
     let _ = consumer.await;
     let _ = sweeper.await;
+    let _ = relay.await;
     services.db.clone().close().await.ok();
     Ok(())
 }
