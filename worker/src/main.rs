@@ -1,6 +1,6 @@
 //! `partway-worker`: consumes jobs from RabbitMQ, sweeps expired uploads and relays
-//! the jobs it queues. Run as
-//! many as you like; each acks a job only after its effect is committed.
+//! the jobs it queues. Run as many as you like; each acks a job only after its effect
+//! is committed.
 use std::process::ExitCode;
 
 use partway_core::config::Config;
