@@ -120,6 +120,7 @@ impl Application {
                 workers.push(tokio::spawn(run_amqp_worker(
                     services.clone(),
                     amqp.amqp().clone(),
+                    config.worker_concurrency,
                     shutdown_rx.clone(),
                     SHUTDOWN_GRACE,
                 )));

@@ -19,6 +19,9 @@ use partway_core::presign::BatchPresigner;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+mod delay_proxy;
+mod scale_out;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -94,7 +97,7 @@ fn progress(msg: &str) {
 #[tokio::main]
 async fn main() {
     let rows: Vec<u32> = std::env::var("PARTWAY_BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -105,8 +108,9 @@ async fn main() {
             1 => row_presign(&mut state).await,
             2 => row_init(&mut state).await,
             3 => row_status(&mut state).await,
-            4 => row_memory(&mut state).await,
-            5 => row_upload(&mut state).await,
+            4 => row_upload(&mut state).await,
+            5 => scale_out::row_scale_out(&mut state).await,
+            6 => row_memory(&mut state).await,
             _ => Ok(vec![]),
         };
         match result {
@@ -164,13 +168,10 @@ struct State {
 
 impl State {
     fn shutdown(&mut self) {
+        self.cluster = None;
         let mut children: Vec<&mut Child> = Vec::new();
         if let Some(a) = &mut self.aio {
             children.push(&mut a.child);
-        }
-        if let Some(c) = &mut self.cluster {
-            children.push(&mut c.api);
-            children.extend(c.workers.iter_mut());
         }
         if let Some(f) = &mut self.fallback_api {
             children.push(f);
@@ -452,19 +453,36 @@ fn all_in_one(state: &mut State) -> Result<(String, String)> {
     Ok((base, key))
 }
 
+/// `partway-api` and worker processes on a fresh PostgreSQL database, RabbitMQ prefix and
+/// moto bucket; killed when dropped.
 struct Cluster {
     api: Child,
     workers: Vec<Child>,
+    /// Each worker's `/metrics` URL.
+    worker_metrics: Vec<String>,
     base: String,
     key: String,
     vars: Vec<(String, String)>,
     dir: PathBuf,
 }
 
-async fn cluster(state: &mut State) -> Result<(String, String)> {
-    if let Some(c) = &state.cluster {
-        return Ok((c.base.clone(), c.key.clone()));
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in std::iter::once(&mut self.api).chain(self.workers.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Starts a cluster whose storage calls go to `s3_endpoint` (moto, or a proxy in front of
+/// it) with `workers` worker processes and the `extra` settings.
+async fn start_cluster(
+    state: &mut State,
+    workers: usize,
+    s3_endpoint: &str,
+    extra: &[(&str, &str)],
+) -> Result<Cluster> {
     use sea_orm::{ConnectionTrait, Database};
     let db_url = env("PARTWAY_TEST_DATABASE_URL")?;
     let admin = Database::connect(&db_url).await?;
@@ -473,12 +491,11 @@ async fn cluster(state: &mut State) -> Result<(String, String)> {
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await?;
     let (db_base, _) = db_url.rsplit_once('/').ok_or("database url has no path")?;
-    let s3 = env("PARTWAY_TEST_S3_ENDPOINT")?;
     let bucket = format!("pw-bench-{}", uuid::Uuid::new_v4().simple());
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(&s3)
+        .endpoint_url(env("PARTWAY_TEST_S3_ENDPOINT")?)
         .force_path_style(true)
         .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
         .build();
@@ -487,7 +504,7 @@ async fn cluster(state: &mut State) -> Result<(String, String)> {
         .bucket(&bucket)
         .send()
         .await?;
-    let vars: Vec<(String, String)> = vec![
+    let mut vars: Vec<(String, String)> = vec![
         ("PARTWAY_DATABASE_URL".into(), format!("{db_base}/{name}")),
         ("PARTWAY_AMQP_URL".into(), env("PARTWAY_TEST_AMQP_URL")?),
         (
@@ -495,7 +512,7 @@ async fn cluster(state: &mut State) -> Result<(String, String)> {
             format!("bench-{}.", uuid::Uuid::new_v4().simple()),
         ),
         ("PARTWAY_REDIS_URL".into(), env("PARTWAY_TEST_REDIS_URL")?),
-        ("PARTWAY_S3_ENDPOINT".into(), s3),
+        ("PARTWAY_S3_ENDPOINT".into(), s3_endpoint.into()),
         ("PARTWAY_S3_BUCKET".into(), bucket),
         ("PARTWAY_S3_ACCESS_KEY_ID".into(), "test".into()),
         ("PARTWAY_S3_SECRET_ACCESS_KEY".into(), "test".into()),
@@ -504,37 +521,61 @@ async fn cluster(state: &mut State) -> Result<(String, String)> {
         ("PARTWAY_LOG_FORMAT".into(), "json".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let dir = tempdir(state)?;
     let (api, rx) = spawn_lines(command("partway-api", &vars, &dir.join("api.log"))?)?;
-    let base = wait_line(&rx, "partway-api listening on")?;
+    let mut cluster = Cluster {
+        api,
+        workers: Vec::new(),
+        worker_metrics: Vec::new(),
+        base: String::new(),
+        key: String::new(),
+        vars,
+        dir,
+    };
+    cluster.base = wait_line(&rx, "partway-api listening on")?;
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    let keys = command("partway", &vars, &dir.join("keys.log"))?
+    let keys = command("partway", &cluster.vars, &cluster.dir.join("keys.log"))?
         .args(["keys", "create", "--owner", "bench"])
         .output()?;
     if !keys.status.success() {
         return Err("partway keys create failed".into());
     }
-    let key = String::from_utf8(keys.stdout)?
+    cluster.key = String::from_utf8(keys.stdout)?
         .lines()
         .last()
         .ok_or("no key printed")?
         .trim()
         .to_string();
-    let worker = command("partway-worker", &vars, &dir.join("worker-0.log"))?
-        .stdout(Stdio::null())
-        .spawn()?;
+    for i in 0..workers {
+        let log = cluster.dir.join(format!("worker-{i}.log"));
+        // Each worker serves /metrics, so a row can see which worker ran how many jobs.
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut vars = cluster.vars.clone();
+        vars.push(("PARTWAY_METRICS_BIND".into(), metrics.to_string()));
+        let worker = command("partway-worker", &vars, &log)?
+            .stdout(Stdio::null())
+            .spawn()?;
+        cluster.workers.push(worker);
+        cluster
+            .worker_metrics
+            .push(format!("http://{metrics}/metrics"));
+    }
+    Ok(cluster)
+}
+
+/// The cluster rows 2, 3 and 6 share: one worker, storage calls straight to moto.
+async fn cluster(state: &mut State) -> Result<(String, String)> {
+    if let Some(c) = &state.cluster {
+        return Ok((c.base.clone(), c.key.clone()));
+    }
+    let c = start_cluster(state, 1, &env("PARTWAY_TEST_S3_ENDPOINT")?, &[]).await?;
+    // Idle figures for row 6: after start-up has settled, before any work.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = (vm_hwm_kib(api.id())?, vm_hwm_kib(worker.id())?);
-    state.idle_hwm = Some(idle);
-    state.cluster = Some(Cluster {
-        api,
-        workers: vec![worker],
-        base: base.clone(),
-        key: key.clone(),
-        vars,
-        dir,
-    });
-    Ok((base, key))
+    state.idle_hwm = Some((vm_hwm_kib(c.api.id())?, vm_hwm_kib(c.workers[0].id())?));
+    let out = (c.base.clone(), c.key.clone());
+    state.cluster = Some(c);
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------
@@ -782,43 +823,7 @@ async fn row_status(state: &mut State) -> Result<Vec<Row>> {
 }
 
 // ------------------------------------------------------------------------------------
-// Row 4: memory
-
-async fn row_memory(state: &mut State) -> Result<Vec<Row>> {
-    cluster(state).await?;
-    let (idle_api, idle_worker) = state.idle_hwm.ok_or("no idle figures")?;
-    let c = state.cluster.as_ref().expect("started");
-    let (api, worker) = (vm_hwm_kib(c.api.id())?, vm_hwm_kib(c.workers[0].id())?);
-    let mib = |k: u64| k as f64 / 1024.0;
-    let fig = |idle: u64, after: u64| {
-        format!(
-            "idle {:.1} MiB, after rows 2–3 {:.1} MiB",
-            mib(idle),
-            mib(after)
-        )
-    };
-    Ok(vec![
-        row(
-            "4a. Peak RSS partway-api (VmHWM)",
-            fig(idle_api, api),
-            "—".into(),
-            "—".into(),
-            "< 60 MiB idle",
-            Some(mib(idle_api) < 60.0),
-        ),
-        row(
-            "4b. Peak RSS partway-worker (VmHWM)",
-            fig(idle_worker, worker),
-            "—".into(),
-            "—".into(),
-            "< 60 MiB idle",
-            Some(mib(idle_worker) < 60.0),
-        ),
-    ])
-}
-
-// ------------------------------------------------------------------------------------
-// Row 5: 1 GiB upload, CLI vs plain parallel PUT loop
+// Row 4: 1 GiB upload, CLI vs plain parallel PUT loop
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -829,7 +834,7 @@ fn big_file() -> Result<PathBuf> {
     if std::fs::metadata(&path).map(|m| m.len()).ok() == Some(GIB) {
         return Ok(path);
     }
-    progress("row 5: writing the 1 GiB test file");
+    progress("row 4: writing the 1 GiB test file");
     let tmp = dir.join("1gib.bin.tmp");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -890,9 +895,9 @@ async fn plain_loop(base: &str, key: &str, file: &Path) -> Result<f64> {
 async fn row_upload(state: &mut State) -> Result<Vec<Row>> {
     let file = big_file()?;
     let (base, key) = all_in_one(state)?;
-    progress("row 5: plain parallel PUT loop (8 in flight)");
+    progress("row 4: plain parallel PUT loop (8 in flight)");
     let plain = plain_loop(&base, &key, &file).await?;
-    progress("row 5: partway upload --parallel 8");
+    progress("row 4: partway upload --parallel 8");
     let state_dir = tempdir(state)?;
     let start = Instant::now();
     let out = Command::new(bin("partway")?)
@@ -933,11 +938,47 @@ async fn row_upload(state: &mut State) -> Result<Vec<Row>> {
     let cli = GIB as f64 / MIB / transfer;
     let whole = GIB as f64 / MIB / secs;
     Ok(vec![row(
-        "5. 1 GiB upload, CLI parts phase vs plain PUT loop (8 parallel, embedded S3)",
+        "4. 1 GiB upload, CLI parts phase vs plain PUT loop (8 parallel, embedded S3)",
         format!("{cli:.0} MiB/s (whole run incl. init+complete: {whole:.0} MiB/s)"),
         format!("{plain:.0} MiB/s"),
         format!("{:.0}%", cli / plain * 100.0),
         "≥ 90%",
         Some(cli / plain >= 0.9),
     )])
+}
+
+// ------------------------------------------------------------------------------------
+// Row 6: memory
+
+async fn row_memory(state: &mut State) -> Result<Vec<Row>> {
+    cluster(state).await?;
+    let (idle_api, idle_worker) = state.idle_hwm.ok_or("no idle figures")?;
+    let c = state.cluster.as_ref().expect("started");
+    let (api, worker) = (vm_hwm_kib(c.api.id())?, vm_hwm_kib(c.workers[0].id())?);
+    let mib = |k: u64| k as f64 / 1024.0;
+    let fig = |idle: u64, after: u64| {
+        format!(
+            "idle {:.1} MiB, after rows 2–3 {:.1} MiB",
+            mib(idle),
+            mib(after)
+        )
+    };
+    Ok(vec![
+        row(
+            "6a. Peak RSS partway-api (VmHWM)",
+            fig(idle_api, api),
+            "—".into(),
+            "—".into(),
+            "< 60 MiB idle",
+            Some(mib(idle_api) < 60.0),
+        ),
+        row(
+            "6b. Peak RSS partway-worker (VmHWM)",
+            fig(idle_worker, worker),
+            "—".into(),
+            "—".into(),
+            "< 60 MiB idle",
+            Some(mib(idle_worker) < 60.0),
+        ),
+    ])
 }

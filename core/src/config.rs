@@ -144,6 +144,10 @@ pub struct Config {
     /// `partway-worker` serves its own `/metrics` here when set (jobs run there).
     #[serde(default)]
     pub metrics_bind: Option<SocketAddr>,
+    /// Jobs of each kind one worker process runs at once (its AMQP prefetch per queue).
+    /// Jobs mostly wait on storage, so this sets a worker's throughput; scale out with
+    /// more processes once it is CPU that runs out.
+    pub worker_concurrency: u16,
 }
 
 impl Default for Config {
@@ -177,6 +181,7 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Pretty,
             metrics_bind: None,
+            worker_concurrency: 8,
         }
     }
 }
@@ -264,6 +269,11 @@ impl Config {
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        if config.worker_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_WORKER_CONCURRENCY must be at least 1".into(),
             ));
         }
         if let Some(provider) = &config.default_provider {
@@ -356,5 +366,17 @@ mod tests {
         assert!(err.to_string().contains("S3 or R2"), "{err}");
         let err = Config::load_from(env(&[("PARTWAY_CONFIG", "/nonexistent.toml")])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn worker_concurrency_defaults_to_8_and_must_be_positive() {
+        assert_eq!(Config::load_from(env(&[])).unwrap().worker_concurrency, 8);
+        let set = Config::load_from(env(&[("PARTWAY_WORKER_CONCURRENCY", "2")])).unwrap();
+        assert_eq!(set.worker_concurrency, 2);
+        let err = Config::load_from(env(&[("PARTWAY_WORKER_CONCURRENCY", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("PARTWAY_WORKER_CONCURRENCY"),
+            "{err}"
+        );
     }
 }

@@ -163,13 +163,12 @@ async fn mark_published(db: &impl ConnectionTrait, ids: &[uuid::Uuid]) -> Result
     Ok(())
 }
 
-/// Messages a worker holds at once.
-pub const PREFETCH: u16 = 8;
-
-/// Consumes jobs until `shutdown`; acks after the job's outcome is committed.
+/// Consumes jobs until `shutdown`, at most `concurrency` of each kind at once; acks after
+/// the job's outcome is committed.
 pub async fn run_amqp_worker(
     services: Arc<Services>,
     amqp: AmqpQueue,
+    concurrency: u16,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -192,7 +191,7 @@ pub async fn run_amqp_worker(
         }
     };
     if let Err(e) = amqp
-        .consume_with_info(PREFETCH, handler, shutdown, grace)
+        .consume_with_info(concurrency, handler, shutdown, grace)
         .await
     {
         warn!(error = %e, "consumer stopped");

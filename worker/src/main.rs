@@ -25,6 +25,7 @@ async fn run() -> Result<(), String> {
     let consumer = tokio::spawn(run_amqp_worker(
         services.clone(),
         queue.amqp().clone(),
+        config.worker_concurrency,
         shutdown_rx.clone(),
         SHUTDOWN_GRACE,
     ));
