@@ -131,25 +131,12 @@ async fn upload_64mib_and_download_matches() {
     assert_eq!(doc["status"], "aborted", "{doc}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_upload_resumes_where_it_stopped() {
-    let app = TestApp::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (file, want) = write_file(dir.path(), "resume.bin", BIG, 12);
-    let args = [
-        "upload",
-        file.to_str().unwrap(),
-        "--part-size",
-        "5MiB",
-        "--parallel",
-        "2",
-        "--json",
-    ];
-
-    // Slowed down so that it is killed mid-way.
-    let mut child = partway(&app, dir.path())
+/// Starts a slowed-down upload and SIGKILLs it once the server has `parts` of its parts;
+/// returns the upload's token.
+async fn kill_after(app: &TestApp, state_dir: &Path, args: &[&str], parts: u64) -> String {
+    let mut child = partway(app, state_dir)
         .args(args)
-        .env("PARTWAY_CLIENT_PART_DELAY_MS", "400")
+        .env("PARTWAY_CLIENT_PART_DELAY_MS", "300")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -158,13 +145,13 @@ async fn killed_upload_resumes_where_it_stopped() {
     let token = loop {
         assert!(
             Instant::now() < deadline,
-            "the upload never reached 3 parts"
+            "the upload never reached {parts} parts"
         );
         assert!(child.try_wait().unwrap().is_none(), "client ended early");
-        if let Some(upload) = uploads(&app).await.first() {
+        if let Some(upload) = uploads(app).await.first() {
             let token = upload["resumeToken"].as_str().unwrap().to_string();
             let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
-            if doc["progress"]["uploaded"].as_u64().unwrap_or(0) >= 3 {
+            if doc["progress"]["uploaded"].as_u64().unwrap_or(0) >= parts {
                 break token;
             }
         }
@@ -173,25 +160,53 @@ async fn killed_upload_resumes_where_it_stopped() {
     child.kill().await.unwrap(); // SIGKILL
     let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
     assert_eq!(doc["status"], "active", "{doc}");
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_upload_resumes_from_the_state_file_or_the_server() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = write_file(dir.path(), "resume.bin", 320 * MIB, 12);
+    let args = [
+        "upload",
+        file.to_str().unwrap(),
+        "--part-size",
+        "16MiB",
+        "--parallel",
+        "2",
+        "--json",
+    ];
+
+    // Killed once: the state file names the upload, and the next run continues it.
+    let token = kill_after(&app, dir.path(), &args, 3).await;
     let state = state_entries(dir.path());
     assert_eq!(state.len(), 1, "{state:?}");
     assert_eq!(
         state.values().next().unwrap()["resumeToken"],
         token.as_str()
     );
+    let again = kill_after(&app, dir.path(), &args, 6).await;
+    assert_eq!(again, token, "the second run resumed the same upload");
+    assert_eq!(uploads(&app).await.len(), 1, "still exactly one upload");
 
-    // The same command again resumes the same upload.
-    let output = partway(&app, dir.path()).args(args).output().await.unwrap();
+    // Without the state file, the server finds the upload by the file's fingerprint.
+    let fresh_state = tempfile::tempdir().unwrap();
+    let output = partway(&app, fresh_state.path())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     let result = last_json(&output);
     assert_eq!(result["resumeToken"], token.as_str(), "{result}");
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["resumed"], true, "{result}");
     let sent = result["partsUploaded"].as_u64().unwrap();
-    eprintln!("resumed after SIGKILL: {sent} of 13 parts sent by the second run");
-    assert!(sent <= 10, "only the remaining parts are sent: {result}");
+    eprintln!("resumed after two SIGKILLs: {sent} of 20 parts sent by the last run");
+    assert!(sent <= 14, "only the remaining parts are sent: {result}");
     assert_eq!(uploads(&app).await.len(), 1, "still exactly one upload");
     assert_eq!(downloaded_sha(&app, &token).await, want);
-    assert!(state_entries(dir.path()).is_empty());
+    assert!(state_entries(fresh_state.path()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

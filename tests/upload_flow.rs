@@ -390,3 +390,77 @@ async fn cors_answers_preflight_for_configured_origins_only() {
         .is_none());
     app.app.shutdown().await;
 }
+
+/// Init with metadata, then find the upload again by one metadata entry: the status
+/// document carries the metadata and the list filter matches exactly that entry.
+async fn metadata_finds_the_upload(app: &Api) {
+    let mut tokens = Vec::new();
+    for (name, metadata) in [
+        ("a.bin", json!({"fingerprint": "3f2a9c", "team": "x"})),
+        ("b.bin", json!({"fingerprint": "3f2a9cd"})),
+        ("c.bin", json!({})),
+    ] {
+        let (status, doc) = app
+            .post(
+                "/api/v1/upload/multipart/init?wait=30",
+                json!({"filename": name, "fileSize": MIB, "contentType": "application/octet-stream", "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        tokens.push(doc["resumeToken"].as_str().unwrap().to_string());
+    }
+    let (_, doc) = app
+        .get(&format!("/api/v1/upload/multipart/{}", tokens[0]))
+        .await;
+    assert_eq!(
+        doc["metadata"],
+        json!({"fingerprint": "3f2a9c", "team": "x"})
+    );
+    let (_, doc) = app
+        .get(&format!("/api/v1/upload/multipart/{}", tokens[2]))
+        .await;
+    assert_eq!(doc["metadata"], json!({}));
+
+    let (status, list) = app.get("/api/v1/uploads?metadata=fingerprint:3f2a9c").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let found: Vec<&str> = list["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["resumeToken"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, vec![tokens[0].as_str()], "exact match only");
+    let (_, list) = app
+        .get("/api/v1/uploads?status=active&metadata=fingerprint%3A3f2a9cd")
+        .await;
+    assert_eq!(list["uploads"][0]["resumeToken"], json!(tokens[1]));
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 1);
+    let (_, list) = app.get("/api/v1/uploads?metadata=team:y").await;
+    assert_eq!(list["uploads"], json!([]));
+
+    let (status, body) = app.get("/api/v1/uploads?metadata=fingerprint").await;
+    assert_error(status, &body, 400, "INVALID_PARAMETER");
+    assert!(
+        body["message"].as_str().unwrap().contains("key:value"),
+        "{body}"
+    );
+    let (status, body) = app.get("/api/v1/uploads?metadata=bad%22key%27:1").await;
+    assert_error(status, &body, 400, "INVALID_PARAMETER");
+}
+
+#[tokio::test]
+async fn metadata_finds_the_upload_on_sqlite() {
+    let app = TestApp::spawn().await;
+    metadata_finds_the_upload(&app).await;
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_finds_the_upload_on_postgresql() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(vec![("PARTWAY_DATABASE_URL".into(), url)]).await;
+    metadata_finds_the_upload(&app).await;
+    app.app.shutdown().await;
+}

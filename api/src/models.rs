@@ -217,6 +217,8 @@ pub struct StatusDoc {
     pub total_parts: u32,
     pub file_key: String,
     pub provider: String,
+    /// The metadata given at init.
+    pub metadata: BTreeMap<String, String>,
     pub progress: ProgressDoc,
     /// Parts that have a presigned URL ready or are already uploaded; equal to
     /// totalParts when every part you still need has a URL.

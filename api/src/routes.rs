@@ -172,6 +172,7 @@ pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResul
         total_parts: upload.total_parts as u32,
         file_key: upload.file_key.clone(),
         provider: upload.provider.clone(),
+        metadata: service::metadata_of(upload),
         progress: service::progress_of(upload).into(),
         urls_ready: upload.urls_ready.max(0) as u32,
         created_at: rfc3339(upload.created_at),
@@ -637,6 +638,9 @@ impl UploadApi {
     }
 
     /// The caller's uploads, newest first.
+    ///
+    /// `metadata=key:value` keeps those whose metadata has that entry (the CLI finds a
+    /// file's unfinished upload this way).
     #[oai(
         path = "/api/v1/uploads",
         method = "get",
@@ -647,6 +651,8 @@ impl UploadApi {
         &self,
         auth: Auth,
         status: Query<Option<String>>,
+        /// `key:value`: only uploads whose metadata has this entry.
+        metadata: Query<Option<String>>,
         /// 1 ..= 1000 (default 50).
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
@@ -661,7 +667,13 @@ impl UploadApi {
         let caller = self.caller(&auth).await?;
         let (rows, next_cursor) = self
             .services
-            .list_uploads(&caller, status.0.as_deref(), limit, cursor.0.as_deref())
+            .list_uploads(
+                &caller,
+                status.0.as_deref(),
+                metadata.0.as_deref(),
+                limit,
+                cursor.0.as_deref(),
+            )
             .await?;
         let mut uploads = Vec::with_capacity(rows.len());
         for row in &rows {

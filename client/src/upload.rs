@@ -24,6 +24,8 @@ use crate::{backoff, chain, state, util, ApiError, Client};
 const PART_TRIES: u32 = 6;
 /// Fresh-URL rounds per part on 403 (expired URL) before giving up.
 const PART_REFRESHES: u32 = 6;
+/// The metadata entry that carries a file's fingerprint (canonical path + size + mtime).
+const FINGERPRINT_KEY: &str = "fingerprint";
 /// Read size when streaming a part from the file.
 const CHUNK: usize = 256 * 1024;
 /// How long to poll for a queued job that outlived `?wait=60`.
@@ -181,11 +183,26 @@ impl Client {
 
         let mut resumed = false;
         let mut plan = None;
-        if let Some(entry) = state::get(&state_key).filter(|e| e.server == self.base) {
-            match self.resume_plan(&entry.resume_token).await? {
+        // The state file knows the upload of this file; without it (another state dir, a
+        // wiped home), the server finds it by the fingerprint sent as metadata at init.
+        let earlier = match state::get(&state_key).filter(|e| e.server == self.base) {
+            Some(entry) => Some(entry.resume_token),
+            None => self.find_unfinished(&fingerprint, size).await?,
+        };
+        if let Some(token) = earlier {
+            match self.resume_plan(&token).await? {
                 Resumed::Plan(p) => {
                     resumed = true;
                     plan = Some(p);
+                    // Recorded again, in case it was the server that remembered it.
+                    state::put(
+                        &state_key,
+                        state::Entry {
+                            server: self.base.clone(),
+                            resume_token: token.clone(),
+                            fingerprint: fingerprint.clone(),
+                        },
+                    )?;
                 }
                 Resumed::Completed(doc) => {
                     let _ = state::remove(&state_key);
@@ -194,10 +211,7 @@ impl Client {
                 Resumed::Gone(why) => {
                     say(
                         None,
-                        &format!(
-                            "the earlier upload {} is {why}; starting over",
-                            entry.resume_token
-                        ),
+                        &format!("the earlier upload {token} is {why}; starting over"),
                     );
                     let _ = state::remove(&state_key);
                 }
@@ -283,7 +297,7 @@ impl Client {
             "filename": filename,
             "fileSize": size,
             "contentType": util::content_type_for(path),
-            "metadata": {"fingerprint": fingerprint},
+            "metadata": {FINGERPRINT_KEY: fingerprint},
         });
         if let Some(part_size) = part_size {
             body["partSize"] = json!(part_size);
@@ -322,6 +336,36 @@ impl Client {
             Resumed::Completed(_) => Err(format!("upload {token} is already completed")),
             Resumed::Gone(why) => Err(format!("upload {token} is {why}")),
         }
+    }
+
+    /// The newest unfinished upload of this owner whose metadata carries `fingerprint`
+    /// and whose size matches.
+    async fn find_unfinished(
+        &self,
+        fingerprint: &str,
+        size: u64,
+    ) -> Result<Option<String>, String> {
+        let path = format!(
+            "/uploads?limit=20&metadata={}",
+            util::path_segment(&format!("{FINGERPRINT_KEY}:{fingerprint}"))
+        );
+        let (_, list) = self
+            .api(Method::GET, &path, None)
+            .await
+            .map_err(|e| format!("looking for an unfinished upload of this file failed: {e}"))?;
+        Ok(list["uploads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| {
+                u["fileSize"].as_u64() == Some(size)
+                    && matches!(
+                        u["status"].as_str(),
+                        Some("initiating" | "active" | "paused")
+                    )
+            })
+            .and_then(|u| u["resumeToken"].as_str())
+            .map(str::to_string))
     }
 
     /// Resume: what storage holds and fresh URLs for the rest.

@@ -1118,14 +1118,30 @@ impl Services {
         Ok((upload, views, next_after))
     }
 
+    /// The caller's uploads, newest first; `metadata` is `key:value`, an exact match on
+    /// one metadata entry (how a client finds the upload of a file it fingerprinted).
     pub async fn list_uploads(
         &self,
         caller: &Caller,
         status: Option<&str>,
+        metadata: Option<&str>,
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<(Vec<upload::Model>, Option<String>), AppError> {
         let mut query = upload::Entity::find().filter(upload::Column::OwnerId.eq(caller.owner_id));
+        if let Some(filter) = metadata.filter(|m| !m.is_empty()) {
+            let (key, value) = parse_metadata_filter(filter)?;
+            // Keys are [A-Za-z0-9_-] (checked above), so they are safe inside a JSON path.
+            query = query.filter(match self.db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    Expr::cust_with_values(r#""metadata" ->> $1 = $2"#, [key, value])
+                }
+                _ => Expr::cust_with_values(
+                    r#"json_extract("metadata", ?) = ?"#,
+                    [format!("$.\"{key}\""), value],
+                ),
+            });
+        }
         if let Some(status) = status.filter(|s| !s.is_empty()) {
             let parsed: UploadStatus = status.parse().map_err(|_| {
                 AppError::client(
@@ -1893,6 +1909,20 @@ async fn refresh_counters(db: &impl ConnectionTrait, upload_id: Uuid) -> Result<
 fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!("{}|{id}", created_at.to_rfc3339()))
+}
+
+/// `key:value` → (key, value), with the key held to the metadata key rules.
+fn parse_metadata_filter(filter: &str) -> Result<(String, String), AppError> {
+    let (key, value) = filter.split_once(':').ok_or_else(|| {
+        AppError::client(
+            ErrorCode::InvalidParameter,
+            "metadata must be key:value, e.g. metadata=fingerprint:3f2a9c",
+        )
+    })?;
+    let entry = BTreeMap::from([(key.to_string(), value.to_string())]);
+    validate_metadata(&entry)
+        .map_err(|e| AppError::client(ErrorCode::InvalidParameter, e.message.clone()))?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
