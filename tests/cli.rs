@@ -201,6 +201,11 @@ async fn killed_upload_resumes_from_the_state_file_or_the_server() {
     assert_eq!(result["resumeToken"], token.as_str(), "{result}");
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["resumed"], true, "{result}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("resuming {token}: ")),
+        "the user is told: {stderr}"
+    );
     let sent = result["partsUploaded"].as_u64().unwrap();
     eprintln!("resumed after two SIGKILLs: {sent} of 20 parts sent by the last run");
     assert!(sent <= 14, "only the remaining parts are sent: {result}");

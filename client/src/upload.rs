@@ -192,6 +192,14 @@ impl Client {
         if let Some(token) = earlier {
             match self.resume_plan(&token).await? {
                 Resumed::Plan(p) => {
+                    say(
+                        None,
+                        &format!(
+                            "resuming {token}: {} of {} parts already stored",
+                            p.total_parts - p.parts.len() as u64,
+                            p.total_parts
+                        ),
+                    );
                     resumed = true;
                     plan = Some(p);
                     // Recorded again, in case it was the server that remembered it.
@@ -501,9 +509,6 @@ fn progress_bar(
     remaining: u64,
 ) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden());
-    if show && std::io::stdout().is_terminal() {
-        pb.set_draw_target(ProgressDrawTarget::stderr());
-    }
     pb.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -512,7 +517,13 @@ fn progress_bar(
         .progress_chars("=> "),
     );
     pb.set_position(done_bytes.min(size));
+    // The rate and ETA count from here: bytes stored by an earlier run are not this run's.
+    // Done before the bar is shown, so no frame shows them as this run's rate.
+    pb.reset_eta();
     pb.set_message(format!("{}/{total_parts} parts", total_parts - remaining));
+    if show && std::io::stdout().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+    }
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
 }
