@@ -12,7 +12,7 @@ pub use partway_runtime::{
     connect_database, migrate, StartupError, DEV_OWNER, EMBEDDED_BUCKET, SHUTDOWN_GRACE,
 };
 use partway_runtime::{
-    distributed::{cache_from, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
+    distributed::{cache_from, connect_amqp, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
     ensure_dir, kept_in_data_dir, master_key, server_targets, EmbeddedS3Keys,
 };
 use poem::{
@@ -86,12 +86,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let amqp = match &config.amqp_url {
             Some(url) => Some(AmqpJobQueue::new(
-                partway_queue_amqp::AmqpQueue::connect_with_prefix(
-                    url.expose(),
-                    &config.amqp_prefix,
-                )
-                .await
-                .map_err(|e| StartupError::Config(format!("RabbitMQ: {e}")))?,
+                connect_amqp(url.expose(), &config.amqp_prefix).await?,
             )),
             None => None,
         };

@@ -66,6 +66,38 @@ async fn requests_made_while_rabbitmq_is_down_all_run_when_it_returns() {
 }
 
 #[tokio::test]
+async fn api_and_worker_started_before_rabbitmq_serve_and_run_jobs_once_it_is_up() {
+    let Some(broker) = PrivateService::start("rabbitmq") else {
+        return;
+    };
+    let url = broker.url();
+    broker.stop();
+    let Some(cluster) = Cluster::start_with(1, vec![("PARTWAY_AMQP_URL".into(), url)]).await else {
+        return;
+    };
+    let api = &cluster.api;
+    let (status, body) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    let (status, doc) = api
+        .post("/api/v1/upload/multipart/init", init_body("early.bin"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    let token = doc["resumeToken"].as_str().unwrap().to_string();
+
+    broker.restart();
+    wait_until_ready(api, &token, Instant::now() + Duration::from_secs(90)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ready once RabbitMQ is up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn with_redis_down_answers_come_from_postgresql_and_the_cache_refills() {
     let Some(redis) = PrivateService::start("redis") else {
         return;

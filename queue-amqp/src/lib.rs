@@ -167,6 +167,12 @@ pub enum AmqpError {
 }
 
 impl AmqpError {
+    /// True when the broker could not be reached (or answered too late), as opposed to a
+    /// bad argument or a broker refusing what was asked.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, AmqpError::Connect { .. } | AmqpError::Timeout { .. })
+    }
+
     /// True when the error means the connection/channel is unusable (as opposed to a broker nack
     /// or a caller mistake).
     fn is_connection_problem(&self) -> bool {
@@ -425,6 +431,14 @@ impl AmqpQueue {
     /// [`connect`](Self::connect) with every exchange and queue name prefixed by `prefix`
     /// (tests use `test-<uuid>.` to get a private topology on a shared broker).
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<AmqpQueue, AmqpError> {
+        let queue = Self::unconnected(url, prefix)?;
+        queue.connect_now().await?;
+        Ok(queue)
+    }
+
+    /// A handle that connects on first use (publish, consume, readiness). Checks the URL
+    /// and prefix only: for services that start while the broker is still unreachable.
+    pub fn unconnected(url: &str, prefix: &str) -> Result<AmqpQueue, AmqpError> {
         validate_prefix(prefix)?;
         let mut uri: AMQPUri = url.parse().map_err(|_| AmqpError::InvalidUrl)?;
         if uri.query.heartbeat.is_none() {
@@ -445,8 +459,12 @@ impl AmqpQueue {
                 generation: AtomicU64::new(0),
             }),
         };
-        queue.publisher_session().await?;
         Ok(queue)
+    }
+
+    /// Connects (and declares the topology) now rather than on first use.
+    pub async fn connect_now(&self) -> Result<(), AmqpError> {
+        self.publisher_session().await.map(drop)
     }
 
     /// The names of every exchange and queue of this handle.

@@ -199,6 +199,24 @@ pub async fn run_amqp_worker(
     info!("worker stopped consuming");
 }
 
+/// RabbitMQ at `url`, connected now if it can be reached. If it cannot, the service starts
+/// anyway (readiness answers 503): jobs wait in the outbox and consumers retry until the
+/// broker is back, so processes need not start in order. A bad URL or prefix, or a broker
+/// that refuses the topology, stops the start.
+pub async fn connect_amqp(url: &str, prefix: &str) -> Result<AmqpQueue, crate::StartupError> {
+    let rabbitmq =
+        |e: partway_queue_amqp::AmqpError| crate::StartupError::Config(format!("RabbitMQ: {e}"));
+    let queue = AmqpQueue::unconnected(url, prefix).map_err(rabbitmq)?;
+    match queue.connect_now().await {
+        Ok(()) => Ok(queue),
+        Err(e) if e.is_unreachable() => {
+            warn!(error = %e, "RabbitMQ is unreachable; starting anyway: jobs wait in the outbox and run once it is back");
+            Ok(queue)
+        }
+        Err(e) => Err(rabbitmq(e)),
+    }
+}
+
 /// What `partway-api` and `partway-worker` share: PostgreSQL (or any configured
 /// database), the configured storage, RabbitMQ and Redis. Nothing embedded.
 pub async fn distributed_services(
@@ -228,10 +246,7 @@ pub async fn distributed_services(
         "connecting"
     );
     let db = crate::connect_database(config).await?;
-    let amqp = AmqpQueue::connect_with_prefix(amqp_url.expose(), &config.amqp_prefix)
-        .await
-        .map_err(|e| StartupError::Config(format!("RabbitMQ: {e}")))?;
-    let queue = AmqpJobQueue::new(amqp);
+    let queue = AmqpJobQueue::new(connect_amqp(amqp_url.expose(), &config.amqp_prefix).await?);
     let cache = cache_from(config).await;
     let services = crate::services(
         config,
