@@ -254,6 +254,33 @@ async fn pause_then_resume_makes_the_upload_active_again() {
 }
 
 #[tokio::test]
+async fn complete_of_a_paused_upload_completes_it() {
+    let app = TestApp::spawn().await;
+    let init = app.init("pc.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let part = &init["partUrls"][0];
+    let etag = app
+        .put_part(part["url"].as_str().unwrap(), test_bytes(MIB, 5))
+        .await;
+    let (status, doc) = app
+        .post(
+            "/api/v1/upload/multipart/pause",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(doc["status"], json!("paused"), "{status} {doc}");
+    let (status, done) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": etag}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    app.app.shutdown().await;
+}
+
+#[tokio::test]
 async fn without_wait_init_answers_202_and_polling_sees_urls_ready() {
     let app = TestApp::spawn().await;
     let (status, doc) = app

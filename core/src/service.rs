@@ -785,11 +785,10 @@ impl Services {
         }
         let payload = serde_json::to_value(CompletePayload { parts: sorted })
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        let from = [UploadStatus::Active, UploadStatus::Paused];
         match self
             .transition_with_job(
                 current.id,
-                &from,
+                &UploadStatus::Completing.sources(),
                 UploadStatus::Completing,
                 JobKind::Complete,
                 payload,
@@ -821,11 +820,10 @@ impl Services {
             && status_of(&current) != UploadStatus::Expired
         {
             // Past its time but not swept yet: expire it now (what the sweeper would do).
-            let from = [UploadStatus::Active, UploadStatus::Paused];
             if let Some(job_id) = self
                 .transition_with_job(
                     current.id,
-                    &from,
+                    &UploadStatus::Expired.sources(),
                     UploadStatus::Expired,
                     JobKind::Expire,
                     serde_json::Value::Null,
@@ -851,17 +849,10 @@ impl Services {
                 .join(current, &settled, UploadStatus::Aborting, JobKind::Abort)
                 .await;
         }
-        let from = [
-            UploadStatus::Initiating,
-            UploadStatus::Active,
-            UploadStatus::Paused,
-            UploadStatus::Completing,
-            UploadStatus::Failed,
-        ];
         match self
             .transition_with_job(
                 current.id,
-                &from,
+                &UploadStatus::Aborting.sources(),
                 UploadStatus::Aborting,
                 JobKind::Abort,
                 serde_json::Value::Null,
@@ -1796,8 +1787,8 @@ impl Services {
             .all(&self.db)
             .await?;
         let mut swept = 0;
+        let from = UploadStatus::Expired.sources();
         for id in due {
-            let from = [UploadStatus::Active, UploadStatus::Paused];
             if self
                 .transition_with_job(
                     id,
