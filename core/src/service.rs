@@ -1873,23 +1873,25 @@ async fn replace_parts(
     Ok(())
 }
 
+/// Recounts the upload's stored parts and bytes; summed in the database, since an upload
+/// of 10,000 parts reports 10,000 times.
 async fn refresh_counters(db: &impl ConnectionTrait, upload_id: Uuid) -> Result<(), DbErr> {
-    let sizes: Vec<i64> = upload_part::Entity::find()
+    let (parts, bytes): (i64, i64) = upload_part::Entity::find()
         .select_only()
-        .column(upload_part::Column::Size)
+        .column_as(Expr::cust("COUNT(*)"), "parts")
+        // PostgreSQL sums BIGINT into NUMERIC: cast back.
+        .column_as(
+            Expr::cust(r#"CAST(COALESCE(SUM("size"), 0) AS BIGINT)"#),
+            "bytes",
+        )
         .filter(upload_part::Column::UploadId.eq(upload_id))
         .into_tuple()
-        .all(db)
-        .await?;
+        .one(db)
+        .await?
+        .unwrap_or((0, 0));
     upload::Entity::update_many()
-        .col_expr(
-            upload::Column::UploadedParts,
-            Expr::value(sizes.len() as i32),
-        )
-        .col_expr(
-            upload::Column::UploadedBytes,
-            Expr::value(sizes.iter().sum::<i64>()),
-        )
+        .col_expr(upload::Column::UploadedParts, Expr::value(parts as i32))
+        .col_expr(upload::Column::UploadedBytes, Expr::value(bytes))
         .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(upload_id))
         .exec(db)
