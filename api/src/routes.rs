@@ -152,14 +152,9 @@ fn last_error_of(upload: &upload::Model) -> Option<ApiError> {
 /// The status document of an upload; `downloadUrl` is presigned afresh.
 pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResult<StatusDoc> {
     let status = service::effective_status(upload, chrono::Utc::now());
-    let completed = service::status_of(upload) == UploadStatus::Completed;
-    let (url, download_url) = if completed {
-        (
-            Some(services.object_url(upload)?),
-            services.download_url(upload).await?,
-        )
-    } else {
-        (None, None)
+    let (url, download_url) = match services.completed_urls(upload).await? {
+        Some((url, download_url)) => (Some(url), Some(download_url)),
+        None => (None, None),
     };
     Ok(StatusDoc {
         success: true,
@@ -223,16 +218,17 @@ impl UploadApi {
     }
 
     async fn complete_result(&self, upload: &upload::Model) -> ApiResult<CompleteResult> {
+        let (url, download_url) = self
+            .services
+            .completed_urls(upload)
+            .await?
+            .unwrap_or_default();
         Ok(CompleteResult {
             success: true,
             resume_token: token_of(upload),
             status: UploadStatus::Completed.as_str().into(),
-            url: self.services.object_url(upload)?,
-            download_url: self
-                .services
-                .download_url(upload)
-                .await?
-                .unwrap_or_default(),
+            url,
+            download_url,
             file_key: upload.file_key.clone(),
             filename: upload.filename.clone(),
             file_size: upload.file_size as u64,

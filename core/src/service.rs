@@ -1191,21 +1191,20 @@ impl Services {
         Ok((rows, next))
     }
 
-    /// A fresh download URL for a completed upload.
-    pub async fn download_url(&self, upload: &upload::Model) -> Result<Option<String>, AppError> {
+    /// A completed upload's object URL and a fresh download URL (from one storage handle).
+    pub async fn completed_urls(
+        &self,
+        upload: &upload::Model,
+    ) -> Result<Option<(String, String)>, AppError> {
         if status_of(upload) != UploadStatus::Completed {
             return Ok(None);
         }
         let storage = self.storage_for(upload)?;
-        let url = storage
+        let download = storage
             .presign_get(&upload.file_key, self.settings.url_ttl)
             .await
             .map_err(storage_to_app)?;
-        Ok(Some(url.url))
-    }
-
-    pub fn object_url(&self, upload: &upload::Model) -> Result<String, AppError> {
-        Ok(self.storage_for(upload)?.object_url(&upload.file_key))
+        Ok(Some((storage.object_url(&upload.file_key), download.url)))
     }
 
     /// Waits until the job finished (done or given up) or the timeout passes; true
