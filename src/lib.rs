@@ -15,10 +15,7 @@ use partway_runtime::{
     distributed::{cache_from, connect_amqp, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
     ensure_dir, kept_in_data_dir, master_key, server_targets, EmbeddedS3Keys,
 };
-use poem::{
-    listener::{Acceptor, Listener, TcpListener},
-    Server,
-};
+use poem::Server;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::info;
 
@@ -128,18 +125,13 @@ impl Application {
             ))),
         }
 
-        let acceptor = TcpListener::bind(config.bind)
-            .into_acceptor()
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let http_addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(config.bind);
+        let (acceptor, http_addr) =
+            partway_api::bind(config.bind)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
         let app = partway_api::app(services.clone(), &config.cors_origins());
         let mut stop = shutdown_rx.clone();
         let http = tokio::spawn(async move {

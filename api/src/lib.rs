@@ -4,12 +4,13 @@ pub mod error;
 pub mod models;
 mod routes;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use partway_core::service::Services;
 use poem::{
     endpoint::make_sync,
     http::Method,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::{Cors, Tracing},
     web::WithContentType,
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
@@ -17,6 +18,17 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 pub use routes::UploadApi;
+
+/// Binds the HTTP listener and returns it with the address it got (port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpAcceptor, SocketAddr)> {
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let bound = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(addr);
+    Ok((acceptor, bound))
+}
 
 /// Large enough for a 10,000-part complete body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -7,10 +7,7 @@ use partway_runtime::{
     distributed::{distributed_services, run_outbox_relay},
     init_logging, migrate, shutdown_signal, SHUTDOWN_GRACE,
 };
-use poem::{
-    listener::{Acceptor, Listener, TcpListener},
-    Server,
-};
+use poem::Server;
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -27,15 +24,9 @@ async fn run() -> Result<(), String> {
     migrate(&services.db).await.map_err(|e| e.to_string())?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let relay = tokio::spawn(run_outbox_relay(services.db.clone(), queue, shutdown_rx));
-    let acceptor = TcpListener::bind(config.bind)
-        .into_acceptor()
+    let (acceptor, addr) = partway_api::bind(config.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(config.bind);
     // Printed on stdout so scripts (and tests using port 0) learn the address.
     println!("partway-api listening on http://{addr}");
     tracing::info!(%addr, "partway-api listening");

@@ -16,7 +16,6 @@ use poem_openapi::{
     types::{ParseFromJSON, ToJSON},
     ApiResponse, OpenApi, SecurityScheme, Tags,
 };
-use sea_orm::EntityTrait;
 
 use crate::{body::ContractJson, error::ApiError, models::*};
 
@@ -138,11 +137,7 @@ fn token_of(upload: &upload::Model) -> String {
 
 /// The error a finished job left on its upload, as the contract's envelope.
 fn last_error_of(upload: &upload::Model) -> Option<ApiError> {
-    let code = upload.last_error_code.as_deref()?;
-    let code = ErrorCode::ALL
-        .iter()
-        .copied()
-        .find(|c| c.as_str() == code)?;
+    let code = ErrorCode::from_code(upload.last_error_code.as_deref()?)?;
     Some(ApiError::new(
         code,
         upload.last_error_message.clone().unwrap_or_default(),
@@ -186,19 +181,6 @@ pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResul
 impl UploadApi {
     async fn caller(&self, auth: &Auth) -> ApiResult<partway_core::auth::Caller> {
         Ok(self.services.authenticate(Some(auth.key())).await?)
-    }
-
-    async fn reload(&self, upload: &upload::Model) -> ApiResult<upload::Model> {
-        upload::Entity::find_by_id(upload.id)
-            .one(&self.services.db)
-            .await
-            .map_err(AppError::from)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UploadNotFound,
-                    "no upload with this resume token",
-                )
-            })
     }
 
     /// Waits for the accepted job when asked to; true when it finished.
@@ -269,7 +251,7 @@ impl UploadApi {
             .init(&caller, body.0.into_input(), key)
             .await?;
         let finished = self.wait(&accepted, wait).await?;
-        let upload = self.reload(&accepted.upload).await?;
+        let upload = self.services.reload(accepted.upload.id).await?;
         let status = service::status_of(&upload);
         if finished && !wait.is_zero() {
             if status == UploadStatus::Failed {
@@ -320,7 +302,7 @@ impl UploadApi {
         let caller = self.caller(&auth).await?;
         let accepted = self.services.resume(&caller, &body.0.resume_token).await?;
         let finished = self.wait(&accepted, wait).await?;
-        let upload = self.reload(&accepted.upload).await?;
+        let upload = self.services.reload(accepted.upload.id).await?;
         if finished && !wait.is_zero() {
             if let Some(err) = last_error_of(&upload) {
                 return Err(err);
@@ -396,7 +378,7 @@ impl UploadApi {
             .complete(&caller, &body.0.resume_token, parts)
             .await?;
         let finished = self.wait(&accepted, wait).await?;
-        let upload = self.reload(&accepted.upload).await?;
+        let upload = self.services.reload(accepted.upload.id).await?;
         match service::status_of(&upload) {
             UploadStatus::Completed => {
                 return Ok(CompleteResponse::Completed(Json(
@@ -435,7 +417,7 @@ impl UploadApi {
         let caller = self.caller(&auth).await?;
         let accepted = self.services.abort(&caller, &body.0.resume_token).await?;
         self.wait(&accepted, wait).await?;
-        let upload = self.reload(&accepted.upload).await?;
+        let upload = self.services.reload(accepted.upload.id).await?;
         let status = service::status_of(&upload);
         if matches!(status, UploadStatus::Aborted | UploadStatus::Expired) {
             return Ok(AbortResponse::Aborted(Json(AbortResult {
@@ -481,10 +463,7 @@ impl UploadApi {
         let caller = self.caller(&auth).await?;
         // Cache first: polling many times a second costs no database read.
         if let Some(cached) = self.services.cached_status(&caller, &resume_token.0).await {
-            let parsed = serde_json::from_str(&cached)
-                .ok()
-                .map(|v| StatusDoc::parse_from_json(Some(v)));
-            if let Some(Ok(doc)) = parsed {
+            if let Ok(doc) = StatusDoc::parse_from_json_string(&cached) {
                 return Ok(Json(doc));
             }
         }
@@ -600,11 +579,7 @@ impl UploadApi {
                     return None;
                 }
                 loop {
-                    let current = upload::Entity::find_by_id(id)
-                        .one(&services.db)
-                        .await
-                        .ok()
-                        .flatten()?;
+                    let current = services.reload(id).await.ok()?;
                     let doc = status_doc(&services, &current).await.ok()?;
                     // downloadUrl differs on every read; compare the rest.
                     let fingerprint = format!(

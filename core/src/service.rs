@@ -657,7 +657,8 @@ impl Services {
         Ok(Some(job_id))
     }
 
-    async fn reload(&self, id: Uuid) -> Result<upload::Model, AppError> {
+    /// The upload row as it is now.
+    pub async fn reload(&self, id: Uuid) -> Result<upload::Model, AppError> {
         upload::Entity::find_by_id(id)
             .one(&self.db)
             .await?
