@@ -21,7 +21,7 @@ use tracing::info;
 
 pub struct Application {
     http_addr: SocketAddr,
-    dev_api_key: Option<String>,
+    dev_api_key: String,
     pub services: Arc<Services>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<()>,
@@ -148,7 +148,7 @@ impl Application {
         info!(%http_addr, "partway is listening");
         Ok(Application {
             http_addr,
-            dev_api_key: Some(dev_api_key),
+            dev_api_key,
             services,
             shutdown,
             http,
@@ -157,16 +157,13 @@ impl Application {
         })
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http_addr)
     }
 
-    pub fn dev_api_key(&self) -> Option<&str> {
-        self.dev_api_key.as_deref()
+    /// The development key (owner `dev`): configured or generated into the data dir.
+    pub fn dev_api_key(&self) -> &str {
+        &self.dev_api_key
     }
 
     pub fn embedded_s3_endpoint(&self) -> Option<String> {

@@ -211,11 +211,10 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Some(s3) = app.embedded_s3_endpoint() {
         println!("  Storage:   {s3} (embedded S3 endpoint)");
     }
-    if let Some(key) = app.dev_api_key() {
-        println!("  Dev key:   {key}");
-        println!();
-        println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
-    }
+    let key = app.dev_api_key();
+    println!("  Dev key:   {key}");
+    println!();
+    println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
     partway_runtime::shutdown_signal().await;
     println!("shutting down");
     app.shutdown().await;

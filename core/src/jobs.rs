@@ -154,18 +154,6 @@ pub async fn due_jobs(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Uuid>
     Ok(rows)
 }
 
-/// When the next pending job becomes due (for the embedded runner's timer).
-pub async fn next_due_at(
-    db: &impl ConnectionTrait,
-) -> Result<Option<chrono::DateTime<Utc>>, DbErr> {
-    let next = job::Entity::find()
-        .filter(job::Column::State.eq(STATE_PENDING))
-        .order_by_asc(job::Column::RunAfter)
-        .one(db)
-        .await?;
-    Ok(next.map(|j| j.run_after))
-}
-
 pub async fn finish(
     db: &impl ConnectionTrait,
     job_id: Uuid,

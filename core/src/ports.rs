@@ -42,12 +42,6 @@ pub enum StorageError {
     Unavailable(String),
 }
 
-impl StorageError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_))
-    }
-}
-
 /// A presigned URL and when it stops working.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresignedUrl {

@@ -14,9 +14,6 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-/// The longest expiry SigV4 (and the SDK) accepts: 7 days.
-pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const SERVICE: &str = "s3";
 
@@ -125,7 +122,7 @@ impl BatchPresigner {
     }
 
     /// One presigned `PUT` URL per part number, valid from `now` for `expires_in`
-    /// (whole seconds; callers keep it within [`MAX_EXPIRES_IN`]).
+    /// (whole seconds; callers keep it within [`MAX_URL_TTL`](crate::config::MAX_URL_TTL)).
     pub fn presign_upload_parts(
         &self,
         key: &str,

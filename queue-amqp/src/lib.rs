@@ -11,7 +11,7 @@
 //!   in publisher-confirm mode and returns `Ok` only once the broker has confirmed it (an
 //!   unroutable message, a nack, a timeout or a closed connection is an `Err`; the outbox row stays
 //!   and is retried later).
-//! * [`AmqpQueue::consume`] acks a delivery only after the handler has returned
+//! * [`AmqpQueue::consume_with_info`] acks a delivery only after the handler has returned
 //!   [`Disposition::Ack`], i.e. after the job's effect is committed. [`Disposition::Retry`]
 //!   republishes the message (with confirm) to the delay tier whose TTL is the smallest one
 //!   `>=` the requested delay, then acks; when the TTL expires the broker dead-letters the message
@@ -45,14 +45,14 @@
 //! # Connections
 //!
 //! The publishing side keeps one connection with one confirm-mode channel; when it is gone,
-//! `publish` reconnects lazily (one attempt, bounded by [`CONNECT_TIMEOUT`]). Each `consume`
+//! `publish` reconnects lazily (one attempt, bounded by [`CONNECT_TIMEOUT`]). Each `consume_with_info`
 //! call uses its own connection (so publisher flow control never blocks acks) and reconnects
 //! with exponential backoff (capped at [`RECONNECT_BACKOFF_MAX`]) until shutdown. A heartbeat of
 //! [`DEFAULT_HEARTBEAT_SECS`] seconds is requested unless the URL sets `?heartbeat=`.
 //!
 //! # Prefetch
 //!
-//! `consume(prefetch, ..)` sets a per-consumer QoS (`global = false`; quorum queues do not
+//! `consume_with_info(prefetch, ..)` sets a per-consumer QoS (`global = false`; quorum queues do not
 //! support global QoS): every kind's work queue has at most `prefetch` unacked deliveries in
 //! this consumer, so at most `5 × prefetch` handlers run at once.
 //!
@@ -835,30 +835,8 @@ impl AmqpQueue {
     }
 
     /// Consumes every kind's work queue with this prefetch until `shutdown` is true (or its
-    /// sender is dropped). For each delivery calls `handler(message)`; see the module docs and
-    /// [`consume_with_info`](Self::consume_with_info).
-    pub async fn consume<F, Fut>(
-        &self,
-        prefetch: u16,
-        handler: F,
-        shutdown: watch::Receiver<bool>,
-        grace: Duration,
-    ) -> Result<(), AmqpError>
-    where
-        F: Fn(JobMessage) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Disposition> + Send + 'static,
-    {
-        self.consume_with_info(
-            prefetch,
-            move |message, _info| handler(message),
-            shutdown,
-            grace,
-        )
-        .await
-    }
-
-    /// Like [`consume`](Self::consume), with [`DeliveryInfo`] (redelivery flag, retry count)
-    /// passed to the handler.
+    /// sender is dropped). For each delivery calls `handler(message, info)`, with
+    /// [`DeliveryInfo`] (redelivery flag, retry count):
     ///
     /// * `Ack` → `basic.ack`;
     /// * `Retry(d)` → publish (with confirm) to the delay tier `>= d`, then ack;

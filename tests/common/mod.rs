@@ -93,10 +93,7 @@ impl TestApp {
             .await
             .expect("application starts");
         TestApp {
-            api: Api::new(
-                app.base_url(),
-                app.dev_api_key().expect("dev key").to_string(),
-            ),
+            api: Api::new(app.base_url(), app.dev_api_key().to_string()),
             app,
             data_dir,
             extra_env,
