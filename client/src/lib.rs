@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub use upload::{UploadOptions, UploadOutcome};
-pub use util::{content_type_for, parse_size};
+pub use util::parse_size;
 
 /// Tries for one API call (network errors and 5xx are retried with backoff).
 const API_TRIES: u32 = 4;
@@ -118,8 +118,15 @@ impl Client {
         })
     }
 
-    pub fn server(&self) -> &str {
-        &self.base
+    /// `POST /upload/multipart/{action}?wait=60` for one upload (resume, complete, abort).
+    pub(crate) async fn upload_action(
+        &self,
+        action: &str,
+        token: &str,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let body = serde_json::json!({ "resumeToken": token });
+        let path = format!("/upload/multipart/{action}?wait=60");
+        self.api(Method::POST, &path, Some(&body)).await
     }
 
     /// One API call under `/api/v1`, retried on network errors and 5xx.
@@ -158,8 +165,7 @@ impl Client {
             let status = response.status();
             let text = match response.text().await {
                 Ok(text) => text,
-                Err(e) if attempt < API_TRIES => {
-                    let _ = e;
+                Err(_) if attempt < API_TRIES => {
                     tokio::time::sleep(backoff(attempt, 250)).await;
                     continue;
                 }
@@ -214,9 +220,8 @@ impl Client {
 
     /// Aborts an upload (waits up to 60 s for storage) and forgets its local state.
     pub async fn abort(&self, token: &str) -> Result<Value, String> {
-        let body = serde_json::json!({ "resumeToken": token });
         let (_, value) = self
-            .api(Method::POST, "/upload/multipart/abort?wait=60", Some(&body))
+            .upload_action("abort", token)
             .await
             .map_err(|e| e.to_string())?;
         let _ = state::forget_token(token);

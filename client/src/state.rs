@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Entry {
     pub server: String,
     pub resume_token: String,
-    #[serde(default)]
-    pub fingerprint: String,
 }
 
 type State = BTreeMap<String, Entry>;

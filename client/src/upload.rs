@@ -185,9 +185,9 @@ impl Client {
         let mut plan = None;
         // The state file knows the upload of this file; without it (another state dir, a
         // wiped home), the server finds it by the fingerprint sent as metadata at init.
-        let earlier = match state::get(&state_key).filter(|e| e.server == self.base) {
-            Some(entry) => Some(entry.resume_token),
-            None => self.find_unfinished(&fingerprint, size).await?,
+        let (earlier, in_state) = match state::get(&state_key).filter(|e| e.server == self.base) {
+            Some(entry) => (Some(entry.resume_token), true),
+            None => (self.find_unfinished(&fingerprint, size).await?, false),
         };
         if let Some(token) = earlier {
             match self.resume_plan(&token).await? {
@@ -202,15 +202,9 @@ impl Client {
                     );
                     resumed = true;
                     plan = Some(p);
-                    // Recorded again, in case it was the server that remembered it.
-                    state::put(
-                        &state_key,
-                        state::Entry {
-                            server: self.base.clone(),
-                            resume_token: token.clone(),
-                            fingerprint: fingerprint.clone(),
-                        },
-                    )?;
+                    if !in_state {
+                        self.remember(&state_key, &token)?;
+                    }
                 }
                 Resumed::Completed(doc) => {
                     let _ = state::remove(&state_key);
@@ -319,14 +313,7 @@ impl Client {
             .ok_or("starting the upload failed: the answer has no resumeToken")?
             .to_string();
         // Written right away: from here on an interrupted run resumes this upload.
-        state::put(
-            state_key,
-            state::Entry {
-                server: self.base.clone(),
-                resume_token: token.clone(),
-                fingerprint: fingerprint.to_string(),
-            },
-        )?;
+        self.remember(state_key, &token)?;
         if status == reqwest::StatusCode::OK && value["partUrls"].is_array() {
             let (parts, urls) = parts_of(&value["partUrls"]);
             return Ok(Plan {
@@ -344,6 +331,17 @@ impl Client {
             Resumed::Completed(_) => Err(format!("upload {token} is already completed")),
             Resumed::Gone(why) => Err(format!("upload {token} is {why}")),
         }
+    }
+
+    /// Records in the state file that this file's upload is `token` on this server.
+    fn remember(&self, state_key: &str, token: &str) -> Result<(), String> {
+        state::put(
+            state_key,
+            state::Entry {
+                server: self.base.clone(),
+                resume_token: token.to_string(),
+            },
+        )
     }
 
     /// The newest unfinished upload of this owner whose metadata carries `fingerprint`
@@ -378,16 +376,8 @@ impl Client {
 
     /// Resume: what storage holds and fresh URLs for the rest.
     async fn resume_plan(&self, token: &str) -> Result<Resumed, String> {
-        let body = json!({ "resumeToken": token });
         for _ in 0..5 {
-            match self
-                .api(
-                    Method::POST,
-                    "/upload/multipart/resume?wait=60",
-                    Some(&body),
-                )
-                .await
-            {
+            match self.upload_action("resume", token).await {
                 Ok((_, value)) if value["remainingParts"].is_array() => {
                     let (parts, urls) = parts_of(&value["remainingParts"]);
                     return Ok(Resumed::Plan(Plan {
@@ -448,13 +438,8 @@ impl Client {
 
     /// Complete with the parts storage lists; polls when the job outlives the wait.
     async fn complete(&self, token: &str) -> Result<Value, String> {
-        let body = json!({ "resumeToken": token });
         let (_, value) = self
-            .api(
-                Method::POST,
-                "/upload/multipart/complete?wait=60",
-                Some(&body),
-            )
+            .upload_action("complete", token)
             .await
             .map_err(|e| format!("completing upload {token} failed: {e}"))?;
         if value["status"] == "completed" {
@@ -621,14 +606,9 @@ impl Transfer<'_> {
         if book.generation != seen_generation {
             return Ok(());
         }
-        let body = json!({ "resumeToken": self.token });
         let (_, value) = self
             .client
-            .api(
-                Method::POST,
-                "/upload/multipart/resume?wait=60",
-                Some(&body),
-            )
+            .upload_action("resume", &self.token)
             .await
             .map_err(|e| format!("fetching fresh part URLs failed: {e}"))?;
         if !value["remainingParts"].is_array() {
@@ -636,7 +616,8 @@ impl Transfer<'_> {
             book.generation += 1;
             return Ok(());
         }
-        let (parts, urls) = parts_of(&value["remainingParts"]);
+        let (_, urls) = parts_of(&value["remainingParts"]);
+        let fresh = urls.len();
         book.urls = urls;
         book.stored = value["uploadedParts"]
             .as_array()
@@ -648,10 +629,7 @@ impl Transfer<'_> {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         say(
             Some(&self.pb),
-            &format!(
-                "part URLs expired; fetched fresh ones for {} remaining parts",
-                parts.len()
-            ),
+            &format!("part URLs expired; fetched fresh ones for {fresh} remaining parts"),
         );
         Ok(())
     }
