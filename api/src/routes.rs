@@ -310,11 +310,7 @@ impl UploadApi {
             let status = service::status_of(&upload);
             if matches!(status, UploadStatus::Active | UploadStatus::Paused) {
                 let uploaded = self.services.uploaded_parts(upload.id).await?;
-                let have: std::collections::BTreeSet<u32> =
-                    uploaded.iter().map(|p| p.part_number).collect();
-                let remaining: Vec<u32> = (1..=upload.total_parts as u32)
-                    .filter(|n| !have.contains(n))
-                    .collect();
+                let remaining = service::missing_parts(upload.total_parts as u32, &uploaded);
                 let parts = self.services.part_views(&upload, &remaining).await?;
                 return Ok(ResumeResponse::Ready(Json(ResumeResult {
                     success: true,

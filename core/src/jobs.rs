@@ -28,6 +28,14 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Init,
+        JobKind::Resume,
+        JobKind::Complete,
+        JobKind::Abort,
+        JobKind::Expire,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Init => "init",
@@ -39,15 +47,7 @@ impl JobKind {
     }
 
     pub fn parse(text: &str) -> Option<JobKind> {
-        [
-            JobKind::Init,
-            JobKind::Resume,
-            JobKind::Complete,
-            JobKind::Abort,
-            JobKind::Expire,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
+        JobKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -251,13 +251,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [
-            JobKind::Init,
-            JobKind::Resume,
-            JobKind::Complete,
-            JobKind::Abort,
-            JobKind::Expire,
-        ] {
+        for kind in JobKind::ALL {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(JobKind::parse("nope"), None);

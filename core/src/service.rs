@@ -339,18 +339,16 @@ impl Services {
                         None => None,
                     };
                     return Ok((
-                        StorageTarget {
+                        StorageTarget::with_credentials(
                             provider,
-                            bucket: bucket.to_string(),
-                            region: non_empty(&byo.s3_region).unwrap_or("us-east-1").to_string(),
-                            force_path_style: endpoint.is_some(),
+                            bucket.to_string(),
+                            non_empty(&byo.s3_region).unwrap_or("us-east-1").to_string(),
                             endpoint,
-                            public_endpoint: None,
-                            credentials: StorageCredentials {
+                            StorageCredentials {
                                 access_key_id: access.to_string(),
                                 secret_access_key: secret.to_string(),
                             },
-                        },
+                        ),
                         true,
                     ));
                 }
@@ -387,18 +385,14 @@ impl Services {
                         ));
                     }
                     return Ok((
-                        StorageTarget {
-                            provider,
-                            bucket: bucket.to_string(),
-                            region: "auto".into(),
-                            endpoint: Some(format!("https://{account}.r2.cloudflarestorage.com")),
-                            public_endpoint: None,
-                            force_path_style: true,
-                            credentials: StorageCredentials {
+                        StorageTarget::r2(
+                            account,
+                            bucket.to_string(),
+                            StorageCredentials {
                                 access_key_id: access.to_string(),
                                 secret_access_key: secret.to_string(),
                             },
-                        },
+                        ),
                         true,
                     ));
                 }
@@ -435,15 +429,14 @@ impl Services {
                             upload.id
                         ))
                     })?;
-                StorageTarget {
+                // Rebuilt as at init, so the client cache finds the same client.
+                StorageTarget::with_credentials(
                     provider,
-                    bucket: upload.bucket.clone(),
-                    region: upload.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                    force_path_style: upload.endpoint.is_some(),
-                    endpoint: upload.endpoint.clone(),
-                    public_endpoint: None,
+                    upload.bucket.clone(),
+                    upload.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    upload.endpoint.clone(),
                     credentials,
-                }
+                )
             }
             None => {
                 let mut target =
@@ -519,7 +512,7 @@ impl Services {
         }
         validate_metadata(&input.metadata)?;
         let plan = PartPlan::new(input.file_size, input.part_size, provider.max_object_size())
-            .map_err(|e| AppError::client(e.code(), e.to_string()))?;
+            .map_err(ValidationError::from)?;
         let (target, byo) = self.resolve_target(provider, &input.credentials)?;
         let sealed = if byo {
             let master = self.master_key.as_ref().ok_or_else(|| {
@@ -997,13 +990,9 @@ impl Services {
             return Err(conflict_for(UploadStatus::Initiating));
         };
         let fresh_until = Utc::now() + URL_REFRESH_MARGIN;
-        let mut by_page: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for &n in numbers {
-            by_page.entry((n - 1) / URL_PAGE_SIZE).or_default().push(n);
-        }
         let mut urls: HashMap<u32, PresignedUrl> = HashMap::with_capacity(numbers.len());
         let mut storage: Option<SharedStorage> = None;
-        for (page, wanted) in by_page {
+        for (page, wanted) in by_url_page(numbers) {
             let mut cached = self
                 .cache
                 .url_page(upload.id, page)
@@ -1012,9 +1001,8 @@ impl Services {
             let missing: Vec<u32> = wanted
                 .iter()
                 .copied()
-                .filter(|n| {
-                    let slot = ((n - 1) % URL_PAGE_SIZE) as usize;
-                    !matches!(cached.get(slot), Some(Some(u)) if u.expires_at > fresh_until)
+                .filter(|&n| {
+                    !matches!(cached.get(page_slot(n)), Some(Some(u)) if u.expires_at > fresh_until)
                 })
                 .collect();
             if !missing.is_empty() {
@@ -1032,17 +1020,13 @@ impl Services {
                     .await
                     .map_err(storage_to_app)?;
                 count_presigned(signed.len());
-                let page_len = page_len(plan.total_parts(), page);
-                cached.resize(page_len, None);
-                for (n, url) in missing.iter().zip(signed) {
-                    cached[((n - 1) % URL_PAGE_SIZE) as usize] = Some(url);
-                }
+                fill_page(&mut cached, plan.total_parts(), page, &missing, signed);
                 self.cache
                     .put_url_page(upload.id, page, cached.clone())
                     .await;
             }
             for n in wanted {
-                if let Some(Some(url)) = cached.get(((n - 1) % URL_PAGE_SIZE) as usize) {
+                if let Some(Some(url)) = cached.get(page_slot(n)) {
                     urls.insert(n, url.clone());
                 }
             }
@@ -1085,12 +1069,16 @@ impl Services {
         ) {
             return Err(conflict_for(status));
         }
-        let uploaded: BTreeSet<u32> = self
-            .uploaded_parts(upload.id)
-            .await?
-            .into_iter()
-            .map(|p| p.part_number)
-            .collect();
+        // state=all needs no part rows.
+        let uploaded: BTreeSet<u32> = match state {
+            PartState::All => BTreeSet::new(),
+            _ => self
+                .uploaded_parts(upload.id)
+                .await?
+                .into_iter()
+                .map(|p| p.part_number)
+                .collect(),
+        };
         let total = upload.total_parts as u32;
         let mut selected: Vec<u32> = ((after.saturating_add(1))..=total)
             .filter(|n| match state {
@@ -1276,7 +1264,7 @@ impl Services {
                 .all(&self.db)
                 .await;
             if let Ok(rows) = depth {
-                for kind in ["init", "resume", "complete", "abort", "expire"] {
+                for kind in JobKind::ALL.map(JobKind::as_str) {
                     let n = rows.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
                     m.queue_depth.with_label_values(&[kind]).set(n);
                 }
@@ -1352,15 +1340,10 @@ impl Services {
             Some(JobKind::Complete) => Some(UploadStatus::Completing),
             _ => None,
         };
-        if let Some(from) = failing_from {
-            upload::Entity::update_many()
-                .col_expr(upload::Column::Status, set_status(UploadStatus::Failed))
-                .filter(upload::Column::Id.eq(job.upload_id))
-                .filter(upload::Column::Status.eq(from.as_str()))
-                .exec(&self.db)
-                .await?;
+        match failing_from {
+            Some(from) => fail_upload(&self.db, job.upload_id, from, code, &message).await?,
+            None => set_last_error(&self.db, job.upload_id, code, &message).await?,
         }
-        set_last_error(&self.db, job.upload_id, code, &message).await?;
         Ok(())
     }
 
@@ -1462,12 +1445,8 @@ impl Services {
             .clone()
             .ok_or_else(|| JobError::Fatal("no storage upload id".into()))?;
         let total = upload.total_parts as u32;
-        let mut by_page: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for &n in numbers {
-            by_page.entry((n - 1) / URL_PAGE_SIZE).or_default().push(n);
-        }
         let mut ready = already_ready;
-        for (page, wanted) in by_page {
+        for (page, wanted) in by_url_page(numbers) {
             let signed = storage
                 .presign_upload_parts(
                     &upload.file_key,
@@ -1483,10 +1462,7 @@ impl Services {
                 .url_page(upload.id, page)
                 .await
                 .unwrap_or_default();
-            slots.resize(page_len(total, page), None);
-            for (n, url) in wanted.iter().zip(signed) {
-                slots[((n - 1) % URL_PAGE_SIZE) as usize] = Some(url);
-            }
+            fill_page(&mut slots, total, page, &wanted, signed);
             self.cache.put_url_page(upload.id, page, slots).await;
             ready = (ready + wanted.len() as u32).min(total);
             upload::Entity::update_many()
@@ -1550,8 +1526,7 @@ impl Services {
                 upload_id: upload.id,
             })
             .await;
-        let uploaded: BTreeSet<u32> = listed.iter().map(|p| p.part_number).collect();
-        let remaining: Vec<u32> = (1..=total).filter(|n| !uploaded.contains(n)).collect();
+        let remaining = missing_parts(total, &listed);
         self.presign_into_cache(&upload, &storage, &remaining, listed.len() as u32)
             .await
     }
@@ -1577,10 +1552,7 @@ impl Services {
                 .await
             {
                 Ok(found) => {
-                    let missing: Vec<u32> = {
-                        let have: BTreeSet<u32> = found.iter().map(|p| p.part_number).collect();
-                        (1..=total).filter(|n| !have.contains(n)).collect()
-                    };
+                    let missing = missing_parts(total, &found);
                     if !missing.is_empty() {
                         let shown: Vec<String> =
                             missing.iter().take(20).map(u32::to_string).collect();
@@ -1651,15 +1623,10 @@ impl Services {
                     .await
             }
             Ok(_) => {
-                upload::Entity::update_many()
-                    .col_expr(upload::Column::Status, set_status(UploadStatus::Failed))
-                    .filter(upload::Column::Id.eq(upload.id))
-                    .filter(upload::Column::Status.eq(UploadStatus::Completing.as_str()))
-                    .exec(&self.db)
-                    .await?;
-                set_last_error(
+                fail_upload(
                     &self.db,
                     upload.id,
+                    UploadStatus::Completing,
                     ErrorCode::UploadExpired.as_str(),
                     "storage no longer has this multipart upload",
                 )
@@ -1816,8 +1783,39 @@ fn count_presigned(n: usize) {
     }
 }
 
-fn page_len(total_parts: u32, page: u32) -> usize {
-    (total_parts - page * URL_PAGE_SIZE).min(URL_PAGE_SIZE) as usize
+/// Part numbers `1..=total` that `have` lacks.
+pub fn missing_parts(total: u32, have: &[StoredPart]) -> Vec<u32> {
+    let have: BTreeSet<u32> = have.iter().map(|p| p.part_number).collect();
+    (1..=total).filter(|n| !have.contains(n)).collect()
+}
+
+/// Part numbers grouped by the URL page (of [`URL_PAGE_SIZE`]) that holds them.
+fn by_url_page(numbers: &[u32]) -> BTreeMap<u32, Vec<u32>> {
+    let mut pages: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for &n in numbers {
+        pages.entry((n - 1) / URL_PAGE_SIZE).or_default().push(n);
+    }
+    pages
+}
+
+/// Part `n`'s slot in its URL page.
+fn page_slot(n: u32) -> usize {
+    ((n - 1) % URL_PAGE_SIZE) as usize
+}
+
+/// Puts freshly signed URLs for `numbers` (all on `page`) into the page's slots.
+fn fill_page(
+    slots: &mut Vec<Option<PresignedUrl>>,
+    total_parts: u32,
+    page: u32,
+    numbers: &[u32],
+    signed: Vec<PresignedUrl>,
+) {
+    let page_len = (total_parts - page * URL_PAGE_SIZE).min(URL_PAGE_SIZE) as usize;
+    slots.resize(page_len, None);
+    for (&n, url) in numbers.iter().zip(signed) {
+        slots[page_slot(n)] = Some(url);
+    }
 }
 
 fn storage_to_app(e: StorageError) -> AppError {
@@ -1825,6 +1823,23 @@ fn storage_to_app(e: StorageError) -> AppError {
         StorageError::Unavailable(reason) => AppError::Unavailable(format!("storage: {reason}")),
         other => AppError::Internal(format!("storage: {other}")),
     }
+}
+
+/// Moves the upload from `from` to `failed` (if it is still there) and records why.
+async fn fail_upload(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    from: UploadStatus,
+    code: &str,
+    message: &str,
+) -> Result<(), DbErr> {
+    upload::Entity::update_many()
+        .col_expr(upload::Column::Status, set_status(UploadStatus::Failed))
+        .filter(upload::Column::Id.eq(id))
+        .filter(upload::Column::Status.eq(from.as_str()))
+        .exec(db)
+        .await?;
+    set_last_error(db, id, code, message).await
 }
 
 async fn set_last_error(

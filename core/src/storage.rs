@@ -63,6 +63,37 @@ pub struct StorageTarget {
 }
 
 impl StorageTarget {
+    /// A bucket given with its own credentials (a client's, or a stored upload's): path-style
+    /// addressing whenever an endpoint is named, presigned URLs on that same endpoint.
+    pub fn with_credentials(
+        provider: Provider,
+        bucket: String,
+        region: String,
+        endpoint: Option<String>,
+        credentials: StorageCredentials,
+    ) -> StorageTarget {
+        StorageTarget {
+            provider,
+            bucket,
+            region,
+            force_path_style: endpoint.is_some(),
+            endpoint,
+            public_endpoint: None,
+            credentials,
+        }
+    }
+
+    /// A Cloudflare R2 bucket of `account`.
+    pub fn r2(account: &str, bucket: String, credentials: StorageCredentials) -> StorageTarget {
+        StorageTarget::with_credentials(
+            Provider::R2,
+            bucket,
+            "auto".into(),
+            Some(format!("https://{account}.r2.cloudflarestorage.com")),
+            credentials,
+        )
+    }
+
     fn cache_key(&self) -> [u8; 32] {
         // Includes the secret so that rotated credentials get a fresh client.
         let encoded = serde_json::to_vec(self).unwrap_or_default();
@@ -175,8 +206,12 @@ impl S3Storage {
         }
     }
 
-    fn presigning(expires_in: Duration) -> Result<(PresigningConfig, DateTime<Utc>), StorageError> {
-        let now = SystemTime::now();
+    /// The SDK's presigning config (its own check of the expiry: at most 7 days) for URLs
+    /// signed at `now`, and when they expire.
+    fn presigning(
+        now: SystemTime,
+        expires_in: Duration,
+    ) -> Result<(PresigningConfig, DateTime<Utc>), StorageError> {
         let config = PresigningConfig::builder()
             .start_time(now)
             .expires_in(expires_in)
@@ -285,13 +320,7 @@ impl ObjectStorage for S3Storage {
         expires_in: Duration,
     ) -> Result<Vec<PresignedUrl>, StorageError> {
         let now = SystemTime::now();
-        // The SDK's own validation of the expiry (at most 7 days).
-        PresigningConfig::builder()
-            .start_time(now)
-            .expires_in(expires_in)
-            .build()
-            .map_err(|e| StorageError::Rejected(format!("invalid URL expiry: {e}")))?;
-        let expires_at = DateTime::<Utc>::from(now + expires_in);
+        let (_, expires_at) = Self::presigning(now, expires_in)?;
         Ok(self
             .part_presigner
             .presign_upload_parts(key, upload_id, part_numbers, expires_in, now)
@@ -416,7 +445,7 @@ impl ObjectStorage for S3Storage {
         key: &str,
         expires_in: Duration,
     ) -> Result<PresignedUrl, StorageError> {
-        let (config, expires_at) = Self::presigning(expires_in)?;
+        let (config, expires_at) = Self::presigning(SystemTime::now(), expires_in)?;
         let presigned = self
             .presign_client
             .get_object()

@@ -258,3 +258,17 @@ pub async fn distributed_services(
     )?;
     Ok((Arc::new(services), queue))
 }
+
+#[cfg(test)]
+mod tests {
+    use partway_core::jobs::JobKind;
+
+    #[test]
+    fn rabbitmq_has_a_work_queue_for_every_job_kind() {
+        assert_eq!(
+            partway_queue_amqp::KINDS,
+            JobKind::ALL.map(JobKind::as_str),
+            "queue-amqp's KINDS and core's JobKind::ALL must list the same kinds"
+        );
+    }
+}

@@ -200,18 +200,14 @@ pub fn server_targets(
     ) {
         targets.insert(
             Provider::R2,
-            StorageTarget {
-                provider: Provider::R2,
-                bucket: bucket.clone(),
-                region: "auto".into(),
-                endpoint: Some(format!("https://{account}.r2.cloudflarestorage.com")),
-                public_endpoint: None,
-                force_path_style: true,
-                credentials: StorageCredentials {
+            StorageTarget::r2(
+                account,
+                bucket.clone(),
+                StorageCredentials {
                     access_key_id: access.expose().to_string(),
                     secret_access_key: secret.expose().to_string(),
                 },
-            },
+            ),
         );
     }
     Ok(targets)
