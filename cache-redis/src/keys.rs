@@ -17,7 +17,12 @@ const EVENT_PREFIX: &str = "partway:events:";
 
 /// `partway:{id}:urls:{page}`: one JSON page of presigned URLs.
 pub(crate) fn page_key(upload_id: Uuid, page: u32) -> String {
-    format!("partway:{upload_id}:urls:{page}")
+    format!("{}{page}", page_key_prefix(upload_id))
+}
+
+/// `partway:{id}:urls:`: what every page key of the upload starts with.
+pub(crate) fn page_key_prefix(upload_id: Uuid) -> String {
+    format!("partway:{upload_id}:urls:")
 }
 
 /// `partway:{id}:pages`: the SET of page numbers cached for the upload (for `forget`).

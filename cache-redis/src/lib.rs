@@ -285,8 +285,7 @@ impl ProgressCache for RedisCache {
         let inner = self.inner.clone();
         self.inner
             .run("forget", move |mut conn| async move {
-                let prefix = keys::page_key(upload_id, 0);
-                let prefix = prefix.strip_suffix('0').unwrap_or(&prefix);
+                let prefix = keys::page_key_prefix(upload_id);
                 inner
                     .forget_script
                     .key(keys::pages_key(upload_id))
@@ -607,14 +606,6 @@ mod tests {
         assert_eq!(backoff(2), RECONNECT_MIN * 4);
         assert_eq!(backoff(10), RECONNECT_MAX);
         assert_eq!(backoff(u32::MAX), RECONNECT_MAX);
-    }
-
-    #[test]
-    fn forget_script_prefix_is_the_page_key_without_its_number() {
-        let id = Uuid::new_v4();
-        let prefix = keys::page_key(id, 0);
-        let prefix = prefix.strip_suffix('0').unwrap();
-        assert_eq!(format!("{prefix}17"), keys::page_key(id, 17));
     }
 
     #[tokio::test]
