@@ -136,11 +136,7 @@ async fn events_stream_status_documents_until_completion() {
 
 #[tokio::test]
 async fn metrics_count_requests_jobs_and_uploads() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::private::free_port();
     let metrics_bind = vec![("PARTWAY_METRICS_BIND".into(), format!("127.0.0.1:{port}"))];
     let Some(cluster) = Cluster::start_with(1, metrics_bind).await else {
         return;
@@ -223,18 +219,11 @@ async fn a_worker_killed_mid_presign_has_its_job_redelivered_and_finished() {
     let (_, partial) = cluster.api.get(&status_path).await;
     assert!(partial["urlsReady"].as_u64().unwrap() < 10_000, "{partial}");
     cluster.add_worker();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, doc) = cluster.api.get(&status_path).await;
-        if doc["urlsReady"] == json!(10_000) && doc["status"] == json!("active") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job was not finished after the kill: {doc}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let doc = cluster
+        .api
+        .wait_until_ready(&token, Instant::now() + Duration::from_secs(120))
+        .await;
+    assert_eq!(doc["urlsReady"], json!(10_000), "{doc}");
     assert!(
         cluster.jobs_done_by(1) >= 1,
         "the new worker finished the redelivered job"

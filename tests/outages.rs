@@ -8,20 +8,6 @@ use common::{cluster::Cluster, private::PrivateService, *};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn wait_until_ready(api: &Api, token: &str, deadline: Instant) -> Value {
-    loop {
-        let (status, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
-        if status == StatusCode::OK
-            && doc["status"] == json!("active")
-            && doc["urlsReady"] == doc["totalParts"]
-        {
-            return doc;
-        }
-        assert!(Instant::now() < deadline, "not ready: {status} {doc}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn init_body(name: &str) -> Value {
     json!({"filename": name, "fileSize": 6 * MIB, "contentType": "application/octet-stream"})
 }
@@ -61,7 +47,7 @@ async fn requests_made_while_rabbitmq_is_down_all_run_when_it_returns() {
     broker.restart();
     let deadline = Instant::now() + Duration::from_secs(90);
     for token in &tokens {
-        wait_until_ready(api, token, deadline).await;
+        api.wait_until_ready(token, deadline).await;
     }
 }
 
@@ -85,7 +71,8 @@ async fn api_and_worker_started_before_rabbitmq_serve_and_run_jobs_once_it_is_up
     let token = doc["resumeToken"].as_str().unwrap().to_string();
 
     broker.restart();
-    wait_until_ready(api, &token, Instant::now() + Duration::from_secs(90)).await;
+    api.wait_until_ready(&token, Instant::now() + Duration::from_secs(90))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;

@@ -292,15 +292,13 @@ async fn without_wait_init_answers_202_and_polling_sees_urls_ready() {
     assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
     assert_eq!(doc["status"], json!("initiating"));
     let token = doc["resumeToken"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
-        if doc["status"] == json!("active") && doc["urlsReady"] == json!(3) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready: {doc}");
-        tokio::task::yield_now().await;
-    }
+    let doc = app
+        .wait_until_ready(
+            token,
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(doc["urlsReady"], json!(3), "{doc}");
     let (status, page) = app
         .get(&format!(
             "/api/v1/upload/multipart/{token}/parts?state=pending&limit=2"

@@ -121,6 +121,24 @@ impl std::ops::Deref for TestApp {
 }
 
 impl Api {
+    /// Polls the status document until the upload is active with every URL ready.
+    pub async fn wait_until_ready(&self, token: &str, deadline: std::time::Instant) -> Value {
+        loop {
+            let (status, doc) = self.get(&format!("/api/v1/upload/multipart/{token}")).await;
+            if status == StatusCode::OK
+                && doc["status"] == json!("active")
+                && doc["urlsReady"] == doc["totalParts"]
+            {
+                return doc;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not ready: {status} {doc}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn new(base: String, key: String) -> Api {
         Api {
             base,

@@ -8,7 +8,7 @@ pub struct PrivateService {
     ports: Vec<(&'static str, u16)>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
