@@ -628,6 +628,30 @@ async fn status_doc(http: &reqwest::Client, base: &str, key: &str, token: &str) 
 const BIG: u64 = PARTS as u64 * 5 * 1024 * 1024;
 const PART: u64 = 5 * 1024 * 1024;
 
+/// Polls the status document every 5 ms until at least `want` URLs are ready (at most
+/// a minute); returns how many are.
+async fn urls_ready(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    token: &str,
+    want: u64,
+) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let ready = status_doc(http, base, key, token).await?["urlsReady"]
+            .as_u64()
+            .unwrap_or(0);
+        if ready >= want {
+            return Ok(ready);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {ready} of {want} URLs ready after a minute").into());
+        }
+    }
+}
+
 /// (all ready, first page) medians in ms.
 async fn init_times(base: &str, key: &str) -> Result<(f64, f64)> {
     let http = http();
@@ -637,15 +661,9 @@ async fn init_times(base: &str, key: &str) -> Result<(f64, f64)> {
     for _ in 0..RUNS {
         let start = Instant::now();
         let doc = init(&http, base, key, 60, BIG, Some(PART)).await?;
-        let mut urls = doc["partUrls"].as_array().map_or(0, Vec::len);
-        if urls < PARTS as usize {
-            let token = doc["resumeToken"].as_str().ok_or("no token")?.to_string();
-            while urls < PARTS as usize {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                urls = status_doc(&http, base, key, &token).await?["urlsReady"]
-                    .as_u64()
-                    .unwrap_or(0) as usize;
-            }
+        if doc["partUrls"].as_array().map_or(0, Vec::len) < PARTS as usize {
+            let token = doc["resumeToken"].as_str().ok_or("no token")?;
+            urls_ready(&http, base, key, token, PARTS as u64).await?;
         }
         all.push(ms(start.elapsed()));
     }
@@ -654,12 +672,8 @@ async fn init_times(base: &str, key: &str) -> Result<(f64, f64)> {
         let start = Instant::now();
         let doc = init(&http, base, key, 0, BIG, Some(PART)).await?;
         let token = doc["resumeToken"].as_str().ok_or("no token")?.to_string();
-        let mut ready = doc["urlsReady"].as_u64().unwrap_or(0);
-        while ready < 1000 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            ready = status_doc(&http, base, key, &token).await?["urlsReady"]
-                .as_u64()
-                .unwrap_or(0);
+        if doc["urlsReady"].as_u64().unwrap_or(0) < 1000 {
+            urls_ready(&http, base, key, &token, 1000).await?;
         }
         first.push(ms(start.elapsed()));
     }
