@@ -134,7 +134,7 @@ async fn expired_uploads_are_swept_and_aborted_on_storage() {
             partway_entity::upload::Entity::find_by_id(uuid::Uuid::parse_str(&token[4..]).unwrap());
         use sea_orm::EntityTrait;
         let row = stored.one(&app.app.services.db).await.unwrap().unwrap();
-        if row.status == "expired" {
+        if row.status.as_str() == "expired" {
             assert_eq!(doc["status"], json!("expired"));
             // The storage abort runs as a job: wait until the part URL stops working.
             let response = app.http.put(&url).body(vec![1u8; 8]).send().await.unwrap();

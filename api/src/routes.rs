@@ -161,7 +161,7 @@ pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResul
         part_size: upload.part_size as u64,
         total_parts: upload.total_parts as u32,
         file_key: upload.file_key.clone(),
-        provider: upload.provider.clone(),
+        provider: upload.provider.to_string(),
         metadata: service::metadata_of(upload),
         progress: service::progress_of(upload).into(),
         urls_ready: upload.urls_ready.max(0) as u32,
@@ -216,7 +216,7 @@ impl UploadApi {
             file_size: upload.file_size as u64,
             etag: upload.etag.clone().unwrap_or_default(),
             location: upload.location.clone().unwrap_or_default(),
-            provider: upload.provider.clone(),
+            provider: upload.provider.to_string(),
             bucket: upload.bucket.clone(),
             total_parts: upload.total_parts as u32,
         })

@@ -17,50 +17,13 @@ use uuid::Uuid;
 
 use crate::ports::JobQueue;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    Init,
-    Resume,
-    Complete,
-    Abort,
-    Expire,
-}
-
-impl JobKind {
-    pub const ALL: [JobKind; 5] = [
-        JobKind::Init,
-        JobKind::Resume,
-        JobKind::Complete,
-        JobKind::Abort,
-        JobKind::Expire,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Init => "init",
-            JobKind::Resume => "resume",
-            JobKind::Complete => "complete",
-            JobKind::Abort => "abort",
-            JobKind::Expire => "expire",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<JobKind> {
-        JobKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
+pub use partway_entity::job::{JobKind, JobState};
 
 /// Input of a complete job: the parts the client named, or None for "what storage lists".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CompletePayload {
     pub parts: Option<Vec<(u32, String)>>,
 }
-
-pub const STATE_PENDING: &str = "pending";
-pub const STATE_RUNNING: &str = "running";
-pub const STATE_DONE: &str = "done";
-pub const STATE_FAILED: &str = "failed";
 
 /// A worker that holds a job longer than this is presumed dead and the job is taken again.
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -78,9 +41,9 @@ pub fn new_job(upload_id: Uuid, kind: JobKind, payload: serde_json::Value) -> jo
     job::ActiveModel {
         id: Set(Uuid::new_v4()),
         upload_id: Set(upload_id),
-        kind: Set(kind.as_str().to_string()),
+        kind: Set(kind),
         payload: Set(payload),
-        state: Set(STATE_PENDING.to_string()),
+        state: Set(JobState::Pending),
         attempts: Set(0),
         run_after: Set(now),
         leased_until: Set(None),
@@ -96,12 +59,12 @@ fn claimable(now: chrono::DateTime<Utc>) -> sea_orm::Condition {
     sea_orm::Condition::any()
         .add(
             sea_orm::Condition::all()
-                .add(job::Column::State.eq(STATE_PENDING))
+                .add(job::Column::State.eq(JobState::Pending))
                 .add(job::Column::RunAfter.lte(now)),
         )
         .add(
             sea_orm::Condition::all()
-                .add(job::Column::State.eq(STATE_RUNNING))
+                .add(job::Column::State.eq(JobState::Running))
                 .add(job::Column::LeasedUntil.lt(now)),
         )
 }
@@ -118,7 +81,7 @@ pub async fn claim(
     let now = Utc::now();
     let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
     let updated = job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value(STATE_RUNNING))
+        .col_expr(job::Column::State, Expr::value(JobState::Running))
         .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
         .col_expr(
             job::Column::Attempts,
@@ -127,7 +90,7 @@ pub async fn claim(
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
         .filter(job::Column::Id.eq(job_id))
         .filter(if take_over {
-            claimable(now).add(job::Column::State.eq(STATE_RUNNING))
+            claimable(now).add(job::Column::State.eq(JobState::Running))
         } else {
             claimable(now)
         })
@@ -157,7 +120,7 @@ pub async fn due_jobs(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Uuid>
 pub async fn finish(
     db: &impl ConnectionTrait,
     job_id: Uuid,
-    state: &str,
+    state: JobState,
     error: Option<String>,
 ) -> Result<(), DbErr> {
     job::Entity::update_many()
@@ -182,7 +145,7 @@ pub async fn retry_later(
     let run_after =
         Utc::now() + chrono::Duration::from_std(backoff(job.attempts)).unwrap_or_default();
     job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value(STATE_PENDING))
+        .col_expr(job::Column::State, Expr::value(JobState::Pending))
         .col_expr(job::Column::RunAfter, Expr::value(run_after))
         .col_expr(
             job::Column::LeasedUntil,
@@ -199,12 +162,12 @@ pub async fn retry_later(
 /// Makes every job a dead process held claimable again (embedded mode: one process).
 pub async fn release_all_leases(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let result = job::Entity::update_many()
-        .col_expr(job::Column::State, Expr::value(STATE_PENDING))
+        .col_expr(job::Column::State, Expr::value(JobState::Pending))
         .col_expr(
             job::Column::LeasedUntil,
             Expr::value(Option::<chrono::DateTime<Utc>>::None),
         )
-        .filter(job::Column::State.eq(STATE_RUNNING))
+        .filter(job::Column::State.eq(JobState::Running))
         .exec(db)
         .await?;
     Ok(result.rows_affected)
@@ -247,13 +210,5 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(30), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn kinds_round_trip() {
-        for kind in JobKind::ALL {
-            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
-        }
-        assert_eq!(JobKind::parse("nope"), None);
     }
 }

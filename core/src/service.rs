@@ -171,7 +171,7 @@ const URL_REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 pub fn status_of(upload: &upload::Model) -> UploadStatus {
-    upload.status.parse().unwrap_or(UploadStatus::Failed)
+    upload.status
 }
 
 pub fn plan_of(upload: &upload::Model) -> Result<PartPlan, AppError> {
@@ -408,9 +408,7 @@ impl Services {
 
     /// The storage an upload uses: the credentials it was created with, always.
     pub fn storage_for(&self, upload: &upload::Model) -> Result<SharedStorage, AppError> {
-        let provider: Provider = upload.provider.parse().map_err(|_| {
-            AppError::Internal(format!("upload {} has unknown provider", upload.id))
-        })?;
+        let provider = upload.provider;
         let target = match &upload.credentials_sealed {
             Some(sealed) => {
                 let master = self.master_key.as_ref().ok_or_else(|| {
@@ -542,7 +540,7 @@ impl Services {
         let model = upload::ActiveModel {
             id: Set(token.uuid()),
             owner_id: Set(caller.owner_id),
-            provider: Set(provider.as_str().to_string()),
+            provider: Set(provider),
             bucket: Set(target.bucket.clone()),
             region: Set(Some(target.region.clone())),
             endpoint: Set(if byo { target.endpoint.clone() } else { None }),
@@ -558,7 +556,7 @@ impl Services {
             file_size: Set(plan.file_size() as i64),
             part_size: Set(plan.part_size() as i64),
             total_parts: Set(plan.total_parts() as i32),
-            status: Set(UploadStatus::Initiating.as_str().to_string()),
+            status: Set(UploadStatus::Initiating),
             urls_ready: Set(0),
             uploaded_parts: Set(0),
             uploaded_bytes: Set(0),
@@ -1210,12 +1208,11 @@ impl Services {
             let state = job::Entity::find_by_id(job_id)
                 .select_only()
                 .column(job::Column::State)
-                .into_tuple::<String>()
+                .into_tuple::<jobs::JobState>()
                 .one(&self.db)
                 .await?;
-            match state.as_deref() {
-                None | Some(jobs::STATE_DONE) | Some(jobs::STATE_FAILED) => return Ok(true),
-                _ => {}
+            if state.is_none_or(jobs::JobState::is_finished) {
+                return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -1237,7 +1234,7 @@ impl Services {
     /// jobs by kind) and renders every metric in Prometheus text format.
     pub async fn render_metrics(&self) -> String {
         if let Some(m) = crate::metrics::metrics() {
-            let by_status: Result<Vec<(String, i64)>, DbErr> = upload::Entity::find()
+            let by_status: Result<Vec<(UploadStatus, i64)>, DbErr> = upload::Entity::find()
                 .select_only()
                 .column(upload::Column::Status)
                 .column_as(upload::Column::Id.count(), "n")
@@ -1246,27 +1243,29 @@ impl Services {
                 .all(&self.db)
                 .await;
             if let Ok(rows) = by_status {
-                for status in UploadStatus::ALL {
+                for status in UploadStatus::all() {
                     let n = rows
                         .iter()
-                        .find(|(s, _)| s == status.as_str())
+                        .find(|(s, _)| *s == status)
                         .map_or(0, |(_, n)| *n);
                     m.uploads.with_label_values(&[status.as_str()]).set(n);
                 }
             }
-            let depth: Result<Vec<(String, i64)>, DbErr> = job::Entity::find()
+            let depth: Result<Vec<(JobKind, i64)>, DbErr> = job::Entity::find()
                 .select_only()
                 .column(job::Column::Kind)
                 .column_as(job::Column::Id.count(), "n")
-                .filter(job::Column::State.is_in([jobs::STATE_PENDING, jobs::STATE_RUNNING]))
+                .filter(
+                    job::Column::State.is_in([jobs::JobState::Pending, jobs::JobState::Running]),
+                )
                 .group_by(job::Column::Kind)
                 .into_tuple()
                 .all(&self.db)
                 .await;
             if let Ok(rows) = depth {
-                for kind in JobKind::ALL.map(JobKind::as_str) {
-                    let n = rows.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
-                    m.queue_depth.with_label_values(&[kind]).set(n);
+                for kind in JobKind::all() {
+                    let n = rows.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n);
+                    m.queue_depth.with_label_values(&[kind.as_str()]).set(n);
                 }
             }
         }
@@ -1305,7 +1304,7 @@ impl Services {
         }
         let run = match outcome {
             Ok(()) => {
-                jobs::finish(&self.db, job.id, jobs::STATE_DONE, None).await?;
+                jobs::finish(&self.db, job.id, jobs::JobState::Done, None).await?;
                 info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job done"
@@ -1320,7 +1319,13 @@ impl Services {
             Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
                 warn!(%reason, "job given up");
                 self.record_job_failure(&job, &reason).await?;
-                jobs::finish(&self.db, job.id, jobs::STATE_FAILED, Some(reason.clone())).await?;
+                jobs::finish(
+                    &self.db,
+                    job.id,
+                    jobs::JobState::Failed,
+                    Some(reason.clone()),
+                )
+                .await?;
                 JobRun::GaveUp(reason)
             }
         };
@@ -1335,9 +1340,9 @@ impl Services {
     async fn record_job_failure(&self, job: &job::Model, reason: &str) -> Result<(), AppError> {
         let message = format!("{reason} (gave up after {} attempts)", job.attempts);
         let code = ErrorCode::ServiceUnavailable.as_str();
-        let failing_from = match JobKind::parse(&job.kind) {
-            Some(JobKind::Init) => Some(UploadStatus::Initiating),
-            Some(JobKind::Complete) => Some(UploadStatus::Completing),
+        let failing_from = match job.kind {
+            JobKind::Init => Some(UploadStatus::Initiating),
+            JobKind::Complete => Some(UploadStatus::Completing),
             _ => None,
         };
         match failing_from {
@@ -1354,17 +1359,16 @@ impl Services {
         else {
             return Ok(());
         };
-        match JobKind::parse(&job.kind) {
-            Some(JobKind::Init) => self.job_init(upload).await,
-            Some(JobKind::Resume) => self.job_resume(upload).await,
-            Some(JobKind::Complete) => {
+        match job.kind {
+            JobKind::Init => self.job_init(upload).await,
+            JobKind::Resume => self.job_resume(upload).await,
+            JobKind::Complete => {
                 let payload: CompletePayload =
                     serde_json::from_value(job.payload.clone()).unwrap_or_default();
                 self.job_complete(upload, payload).await
             }
-            Some(JobKind::Abort) => self.job_abort(upload, UploadStatus::Aborting).await,
-            Some(JobKind::Expire) => self.job_abort(upload, UploadStatus::Expired).await,
-            None => Err(JobError::Fatal(format!("unknown job kind {:?}", job.kind))),
+            JobKind::Abort => self.job_abort(upload, UploadStatus::Aborting).await,
+            JobKind::Expire => self.job_abort(upload, UploadStatus::Expired).await,
         }
     }
 
@@ -1412,7 +1416,7 @@ impl Services {
                 .exec(&self.db)
                 .await?;
             if moved.rows_affected == 1 {
-                upload.status = UploadStatus::Active.as_str().into();
+                upload.status = UploadStatus::Active;
                 self.cache
                     .publish(UploadEvent {
                         upload_id: upload.id,

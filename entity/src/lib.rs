@@ -1,8 +1,9 @@
 //! sea-orm entities: the database is partway's source of truth.
 //!
-//! Text columns hold enums (`status`, `provider`, job `kind`) as their lowercase or
-//! contract spelling so that rows stay readable with `psql`/`sqlite3`; the domain
-//! crate parses them back.
+//! Text columns hold enums (`status`, `provider`, job `kind` and `state`) as their
+//! lowercase or contract spelling so that rows stay readable with `psql`/`sqlite3`;
+//! they are typed here (sea-orm active enums), so an unknown stored value is an error
+//! when the row is read, never a silent default.
 
 pub mod api_key;
 pub mod idempotency_key;

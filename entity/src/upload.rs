@@ -1,3 +1,4 @@
+use partway_protocol::{Provider, UploadStatus};
 use sea_orm::entity::prelude::*;
 
 /// One multipart upload. `id` is the uuid of the resume token (`mpu_<id>`).
@@ -7,8 +8,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub owner_id: Uuid,
-    /// `S3` or `R2`.
-    pub provider: String,
+    pub provider: Provider,
     pub bucket: String,
     pub region: Option<String>,
     /// Storage endpoint for bring-your-own S3-compatible storage (None: server's).
@@ -22,7 +22,7 @@ pub struct Model {
     pub file_size: i64,
     pub part_size: i64,
     pub total_parts: i32,
-    pub status: String,
+    pub status: UploadStatus,
     /// How many part URLs the presign step has produced (grows in batches).
     pub urls_ready: i32,
     /// Progress counters, kept equal to the rows of `upload_parts`.

@@ -6,7 +6,10 @@
 //! grows with the file instead of being capped (the reference design's fixed
 //! 100 MiB cap broke above ~1 TB).
 
-use super::error::ErrorCode;
+use partway_protocol::ErrorCode;
+#[cfg(test)]
+use partway_protocol::R2_MAX_OBJECT_SIZE;
+use partway_protocol::S3_MAX_OBJECT_SIZE;
 
 pub const MIB: u64 = 1_048_576;
 pub const GIB: u64 = 1024 * MIB;
@@ -17,11 +20,6 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 /// S3's maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
-/// The largest object a multipart upload can produce (10,000 × 5 GiB); AWS's own
-/// object limit was raised to about this in late 2025.
-pub const S3_MAX_OBJECT_SIZE: u64 = 53_687_091_200_000;
-/// Cloudflare's documented per-object limit for R2 (5 TiB).
-pub const R2_MAX_OBJECT_SIZE: u64 = 5_497_558_138_880;
 
 /// Smallest whole MiB part size ≥ 5 MiB that needs at most 10,000 parts.
 ///

@@ -6,29 +6,10 @@
 //! `x-amz-meta-*` headers, so it must be header-safe.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
-use super::error::ErrorCode;
-use super::plan::{PlanError, R2_MAX_OBJECT_SIZE, S3_MAX_OBJECT_SIZE};
-use super::token::ResumeToken;
+use partway_protocol::{ErrorCode, ResumeToken, ValidationError};
 
-/// A rejected input, already carrying the API code and a message for the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ValidationError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ValidationError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ValidationError {
-        ValidationError {
-            code,
-            message: message.into(),
-        }
-    }
-}
+use super::plan::PlanError;
 
 /// Lets callers treat plan failures like any other rejected input.
 impl From<PlanError> for ValidationError {
@@ -167,59 +148,6 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<(), ValidationE
         )));
     }
     Ok(())
-}
-
-/// The storage flavour an upload goes to; decides the object-size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Provider {
-    #[serde(alias = "s3")]
-    S3,
-    #[serde(alias = "r2")]
-    R2,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::S3, Provider::R2];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::S3 => "S3",
-            Provider::R2 => "R2",
-        }
-    }
-
-    /// Default largest object for this provider (DESIGN §2); deployments may
-    /// configure a lower one.
-    pub fn max_object_size(self) -> u64 {
-        match self {
-            Provider::S3 => S3_MAX_OBJECT_SIZE,
-            Provider::R2 => R2_MAX_OBJECT_SIZE,
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Provider {
-    type Err = ValidationError;
-
-    /// Case-insensitive because clients of the reference design send both forms.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("s3") {
-            Ok(Provider::S3)
-        } else if s.eq_ignore_ascii_case("r2") {
-            Ok(Provider::R2)
-        } else {
-            Err(ValidationError::new(
-                ErrorCode::InvalidProvider,
-                format!("unknown provider {s:?}; expected \"S3\" or \"R2\""),
-            ))
-        }
-    }
 }
 
 /// Longest accepted owner name.
@@ -408,35 +336,6 @@ mod tests {
             ]))),
             Some(ErrorCode::InvalidMetadata)
         );
-    }
-
-    #[test]
-    fn providers() {
-        for (s, p) in [
-            ("S3", Provider::S3),
-            ("s3", Provider::S3),
-            ("R2", Provider::R2),
-            ("r2", Provider::R2),
-        ] {
-            assert_eq!(s.parse::<Provider>(), Ok(p));
-        }
-        for s in ["", "gcs", " S3", "S3 ", "s 3", "r22"] {
-            let e = s.parse::<Provider>().unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidProvider);
-        }
-        for p in Provider::ALL {
-            assert_eq!(p.to_string(), p.as_str());
-            assert_eq!(p.as_str().parse::<Provider>(), Ok(p));
-            let json = serde_json::to_string(&p).expect("serialize");
-            assert_eq!(json, format!("\"{}\"", p.as_str()));
-            assert_eq!(serde_json::from_str::<Provider>(&json).ok(), Some(p));
-        }
-        assert_eq!(
-            serde_json::from_str::<Provider>("\"r2\"").ok(),
-            Some(Provider::R2)
-        );
-        assert_eq!(Provider::S3.max_object_size(), S3_MAX_OBJECT_SIZE);
-        assert_eq!(Provider::R2.max_object_size(), R2_MAX_OBJECT_SIZE);
     }
 
     #[test]

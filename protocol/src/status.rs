@@ -5,52 +5,62 @@
 //! allowed (e.g. the reference design made a failed complete terminal; here
 //! `completing → active` lets the client retry).
 
-use std::fmt;
 use std::str::FromStr;
 
-use super::error::ErrorCode;
-use super::validate::ValidationError;
+use strum::IntoEnumIterator;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+use crate::error::{ErrorCode, ValidationError};
+
+/// Stored as its lowercase name (the JSON form), so rows stay readable in `psql`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+#[cfg_attr(
+    feature = "sea-orm",
+    derive(sea_orm::DeriveActiveEnum),
+    sea_orm(rs_type = "String", db_type = "Text")
+)]
 pub enum UploadStatus {
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "initiating"))]
     Initiating,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "active"))]
     Active,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "paused"))]
     Paused,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "completing"))]
     Completing,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "completed"))]
     Completed,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "failed"))]
     Failed,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "aborting"))]
     Aborting,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "aborted"))]
     Aborted,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "expired"))]
     Expired,
 }
 
 impl UploadStatus {
-    pub const ALL: [UploadStatus; 9] = [
-        UploadStatus::Initiating,
-        UploadStatus::Active,
-        UploadStatus::Paused,
-        UploadStatus::Completing,
-        UploadStatus::Completed,
-        UploadStatus::Failed,
-        UploadStatus::Aborting,
-        UploadStatus::Aborted,
-        UploadStatus::Expired,
-    ];
-
     /// The lowercase form stored in the database and sent in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            UploadStatus::Initiating => "initiating",
-            UploadStatus::Active => "active",
-            UploadStatus::Paused => "paused",
-            UploadStatus::Completing => "completing",
-            UploadStatus::Completed => "completed",
-            UploadStatus::Failed => "failed",
-            UploadStatus::Aborting => "aborting",
-            UploadStatus::Aborted => "aborted",
-            UploadStatus::Expired => "expired",
-        }
+        self.into()
+    }
+
+    pub fn all() -> impl Iterator<Item = UploadStatus> {
+        UploadStatus::iter()
     }
 
     /// Terminal uploads have nothing left on storage to act on.
@@ -84,18 +94,22 @@ impl UploadStatus {
         )
     }
 
+    /// Nothing will change this status on its own: no job is queued or running
+    /// for it (the terminal ones, and `failed`). Event streams end here.
+    pub fn is_final(self) -> bool {
+        self.is_terminal() || self == UploadStatus::Failed
+    }
+
+    /// The client may PUT and report parts, pause, resume and complete.
+    pub fn accepts_parts(self) -> bool {
+        matches!(self, UploadStatus::Active | UploadStatus::Paused)
+    }
+
     /// The statuses that may change to this one: the `from` of a conditional update.
     pub fn sources(self) -> Vec<UploadStatus> {
-        UploadStatus::ALL
-            .into_iter()
+        UploadStatus::all()
             .filter(|from| from.can_transition_to(self))
             .collect()
-    }
-}
-
-impl fmt::Display for UploadStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -105,15 +119,17 @@ impl FromStr for UploadStatus {
     /// Exact lowercase match, like the stored and JSON form. The error is
     /// `INVALID_PARAMETER` because the usual untrusted source is a `?status=` query.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        UploadStatus::ALL
-            .into_iter()
+        UploadStatus::all()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 ValidationError::new(
                     ErrorCode::InvalidParameter,
                     format!(
                         "unknown upload status {s:?}; expected one of: {}",
-                        UploadStatus::ALL.map(UploadStatus::as_str).join(", ")
+                        UploadStatus::all()
+                            .map(UploadStatus::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -151,8 +167,8 @@ mod tests {
         let legal: HashSet<_> = LEGAL.iter().copied().collect();
         assert_eq!(legal.len(), 17);
         let mut checked = 0;
-        for from in UploadStatus::ALL {
-            for to in UploadStatus::ALL {
+        for from in UploadStatus::all() {
+            for to in UploadStatus::all() {
                 checked += 1;
                 let ok = legal.contains(&(from, to));
                 assert_eq!(from.can_transition_to(to), ok, "{from} -> {to}");
@@ -164,24 +180,21 @@ mod tests {
 
     #[test]
     fn no_self_transitions_and_terminals_are_dead_ends() {
-        for s in UploadStatus::ALL {
+        for s in UploadStatus::all() {
             assert!(!s.can_transition_to(s));
             if s.is_terminal() {
-                assert!(UploadStatus::ALL.iter().all(|t| !s.can_transition_to(*t)));
+                assert!(UploadStatus::all().all(|t| !s.can_transition_to(t)));
             }
         }
-        let terminal: Vec<_> = UploadStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .collect();
+        let terminal: Vec<_> = UploadStatus::all().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, vec![Completed, Aborted, Expired]);
     }
 
     #[test]
     fn strings_serde_and_parse() {
-        let all: HashSet<_> = UploadStatus::ALL.iter().collect();
+        let all: HashSet<_> = UploadStatus::all().collect();
         assert_eq!(all.len(), 9);
-        for s in UploadStatus::ALL {
+        for s in UploadStatus::all() {
             assert_eq!(s.to_string(), s.as_str());
             assert_eq!(s.as_str().parse::<UploadStatus>(), Ok(s));
             let json = serde_json::to_string(&s).expect("serialize");

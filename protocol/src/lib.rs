@@ -1,0 +1,12 @@
+//! partway's HTTP contract as types (DESIGN §3): the error codes, the upload statuses
+//! and their machine, providers and resume tokens. Shared by the server, the client
+//! and the tests so that none of them spells the contract by hand.
+mod error;
+mod provider;
+mod status;
+mod token;
+
+pub use error::{ErrorCode, ValidationError};
+pub use provider::{Provider, R2_MAX_OBJECT_SIZE, S3_MAX_OBJECT_SIZE};
+pub use status::UploadStatus;
+pub use token::ResumeToken;
