@@ -215,15 +215,14 @@ async fn serve(config: Config) -> Result<(), String> {
     println!("  Dev key:   {key}");
     println!();
     println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
-    partway_runtime::shutdown_signal().await;
-    println!("shutting down");
-    app.shutdown().await;
+    app.run_until_signal().await;
     Ok(())
 }
 
 async fn keys(config: Config, action: KeysAction) -> Result<(), String> {
     let db = connect_database(&config).await.map_err(|e| e.to_string())?;
     migrate(&db).await.map_err(|e| e.to_string())?;
+    let db = partway_core::store::Store::new(db);
     match action {
         KeysAction::Create { owner } => {
             let (model, key) = auth::create_key(&db, &owner)

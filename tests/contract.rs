@@ -261,14 +261,14 @@ async fn every_bad_input_gets_its_code_and_nothing_is_written() {
     use sea_orm::{EntityTrait, PaginatorTrait};
     assert_eq!(
         partway_entity::upload::Entity::find()
-            .count(&app.app.services.db)
+            .count(app.app.db())
             .await
             .unwrap(),
         0
     );
     assert_eq!(
         partway_entity::job::Entity::find()
-            .count(&app.app.services.db)
+            .count(app.app.db())
             .await
             .unwrap(),
         0

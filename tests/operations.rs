@@ -8,6 +8,7 @@ use std::{
 };
 
 use common::*;
+use partway_core::store::Store;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -133,7 +134,7 @@ async fn expired_uploads_are_swept_and_aborted_on_storage() {
         let stored =
             partway_entity::upload::Entity::find_by_id(uuid::Uuid::parse_str(&token[4..]).unwrap());
         use sea_orm::EntityTrait;
-        let row = stored.one(&app.app.services.db).await.unwrap().unwrap();
+        let row = stored.one(app.app.db()).await.unwrap().unwrap();
         if row.status.as_str() == "expired" {
             assert_eq!(doc["status"], json!("expired"));
             // The storage abort runs as a job: wait until the part URL stops working.
@@ -177,7 +178,7 @@ async fn migrations_apply_roll_back_and_reapply_on_postgresql() {
     );
     Migrator::down(&db, None).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
-    let (_, key) = partway_core::auth::create_key(&db, "pg-owner")
+    let (_, key) = partway_core::auth::create_key(&Store::new(db.clone()), "pg-owner")
         .await
         .unwrap();
     assert!(key.starts_with("pwk_"));

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use partway_core::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -68,7 +69,7 @@ async fn another_owner_gets_404_never_403() {
     let app = TestApp::spawn().await;
     let init = app.init("mine.bin", MIB).await;
     let token = init["resumeToken"].as_str().unwrap();
-    let (_, other_key) = partway_core::auth::create_key(&app.app.services.db, "other")
+    let (_, other_key) = partway_core::auth::create_key(&Store::new(app.app.db().clone()), "other")
         .await
         .unwrap();
     let (status, body) = app
@@ -371,7 +372,7 @@ async fn bring_your_own_credentials_are_used_for_every_step_and_never_exposed() 
     use sea_orm::EntityTrait;
     let row =
         partway_entity::upload::Entity::find_by_id(uuid::Uuid::parse_str(&token[4..]).unwrap())
-            .one(&app.app.services.db)
+            .one(app.app.db())
             .await
             .unwrap()
             .unwrap();

@@ -1,7 +1,10 @@
 //! The one place where failures become HTTP: every error, including the framework's
 //! own (bad JSON, wrong content type, unknown route, oversize body, bad query
 //! value), leaves as `{"success": false, "error": CODE, "message": …}`.
-use partway_core::{domain::ErrorCode, service::AppError};
+use partway_core::{
+    domain::{ErrorCode, ValidationError},
+    AppError,
+};
 use poem::{
     error::ResponseError,
     http::{header, StatusCode},
@@ -37,6 +40,12 @@ impl ApiError {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::new(e.code, e.message)
     }
 }
 

@@ -1,12 +1,13 @@
 //! partway's HTTP front door (poem + poem-openapi).
 mod body;
+mod documents;
 pub mod error;
 pub mod models;
 mod routes;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use partway_core::service::Services;
+use partway_core::App;
 use poem::{
     endpoint::make_sync,
     http::Method,
@@ -33,14 +34,15 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpAcceptor, SocketAddr)
 /// Large enough for a 10,000-part complete body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-pub fn openapi_service(services: Arc<Services>) -> OpenApiService<UploadApi, ()> {
-    OpenApiService::new(UploadApi { services }, "partway", env!("CARGO_PKG_VERSION"))
+pub fn openapi_service() -> OpenApiService<UploadApi, ()> {
+    OpenApiService::new(UploadApi, "partway", env!("CARGO_PKG_VERSION"))
         .description("Resumable multipart uploads to S3-compatible storage. Clients PUT part bytes straight to storage through presigned URLs.")
 }
 
-/// The spec as served at `/openapi.yaml` and committed as `openapi.yaml`.
-pub fn openapi_yaml(services: Arc<Services>) -> String {
-    openapi_service(services).spec_yaml()
+/// The spec as served at `/openapi.yaml` and committed as `openapi.yaml`; described by
+/// the route types alone, so no running service is needed.
+pub fn openapi_yaml() -> String {
+    openapi_service().spec_yaml()
 }
 
 /// Counts every request by route (the OpenAPI operation id) and status.
@@ -65,9 +67,9 @@ async fn record_request<E: Endpoint<Output = poem::Response>>(
 }
 
 /// The whole HTTP app: API, docs, spec, health; every error in the envelope.
-pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
-    let metrics_services = services.clone();
-    let api = openapi_service(services);
+pub fn app(app: Arc<App>, cors_origins: &[String]) -> impl Endpoint {
+    let metrics_app = app.clone();
+    let api = openapi_service();
     let spec = api.spec_yaml();
     let docs = api.swagger_ui();
     let route = Route::new()
@@ -75,10 +77,9 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
         .at(
             "/metrics",
             poem::endpoint::make(move |_| {
-                let services = metrics_services.clone();
+                let app = metrics_app.clone();
                 async move {
-                    services
-                        .render_metrics()
+                    app.render_metrics()
                         .await
                         .with_content_type("text/plain; version=0.0.4")
                         .into_response()
@@ -111,33 +112,10 @@ pub fn app(services: Arc<Services>, cors_origins: &[String]) -> impl Endpoint {
     };
     route
         .with_if(cors.is_some(), cors.unwrap_or_default())
+        .data(app)
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()
         .around(record_request)
         .into_endpoint()
-}
-
-/// The spec without a running service: the routes are described by types alone, so a
-/// disconnected set of services is enough.
-pub fn openapi_yaml_static() -> String {
-    use partway_core::{
-        auth::KeyCache, cache::InMemoryCache, domain::Provider, jobs::EmbeddedQueue,
-        service::Settings, storage::StorageRegistry,
-    };
-    let services = Services {
-        db: sea_orm::DatabaseConnection::default(),
-        storage: Arc::new(StorageRegistry::new(Default::default())),
-        cache: Arc::new(InMemoryCache::new()),
-        queue: Arc::new(EmbeddedQueue::new()),
-        master_key: None,
-        keys: KeyCache::default(),
-        settings: Settings {
-            upload_ttl: std::time::Duration::from_secs(1),
-            url_ttl: std::time::Duration::from_secs(1),
-            key_prefix: String::new(),
-            default_provider: Provider::S3,
-        },
-    };
-    openapi_yaml(Arc::new(services))
 }

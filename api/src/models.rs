@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use partway_core::{
-    domain::{ErrorCode, Progress},
-    service::{ByoCredentials, InitInput, PartView},
+    domain::{ByoCredentials, ErrorCode, Progress},
+    usecases::{InitInput, PartView},
 };
 use poem_openapi::Object;
 use serde::Deserialize;

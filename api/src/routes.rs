@@ -3,12 +3,13 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{stream::BoxStream, StreamExt};
-
 use partway_core::{
-    domain::{ErrorCode, UploadStatus},
-    service::{self, Accepted, AppError, PartState, Services},
+    auth::Caller,
+    domain::{ErrorCode, IdempotencyKey, PageLimit, PartState, UploadStatus, Wait},
+    usecases::{effective_status, parts::progress_of, token_of},
+    App,
 };
-use partway_entity::upload;
+use poem::web::Data;
 use poem_openapi::{
     auth::{ApiKey, Bearer},
     param::{Header, Path, Query},
@@ -17,7 +18,12 @@ use poem_openapi::{
     ApiResponse, OpenApi, SecurityScheme, Tags,
 };
 
-use crate::{body::ContractJson, error::ApiError, models::*};
+use crate::{
+    body::ContractJson,
+    documents::{complete_result, init_result, resume_result, status_doc},
+    error::ApiError,
+    models::*,
+};
 
 #[derive(Tags)]
 enum Tag {
@@ -100,127 +106,15 @@ pub enum ReadyResponse {
     Ready(Json<HealthDoc>),
 }
 
-pub struct UploadApi {
-    pub services: Arc<Services>,
-}
+/// The routes. Stateless: each handler takes the [`App`] from the request data, so
+/// the spec can be generated without one.
+pub struct UploadApi;
 
 type ApiResult<T> = Result<T, ApiError>;
+type AppData<'a> = Data<&'a Arc<App>>;
 
-const MAX_WAIT_SECONDS: u32 = 60;
-const MAX_PAGE: u32 = 1000;
-
-fn wait_duration(wait: Option<u32>) -> ApiResult<Duration> {
-    match wait.unwrap_or(0) {
-        w if w <= MAX_WAIT_SECONDS => Ok(Duration::from_secs(w as u64)),
-        _ => Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "wait must be between 0 and 60 seconds",
-        )),
-    }
-}
-
-fn idempotency(key: Option<String>) -> ApiResult<Option<String>> {
-    match key {
-        Some(k) if k.is_empty() || k.len() > 255 || k.chars().any(|c| c.is_control()) => {
-            Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "Idempotency-Key must be 1 to 255 printable characters",
-            ))
-        }
-        other => Ok(other),
-    }
-}
-
-fn token_of(upload: &upload::Model) -> String {
-    format!("mpu_{}", upload.id)
-}
-
-/// The error a finished job left on its upload, as the contract's envelope.
-fn last_error_of(upload: &upload::Model) -> Option<ApiError> {
-    let code = ErrorCode::from_code(upload.last_error_code.as_deref()?)?;
-    Some(ApiError::new(
-        code,
-        upload.last_error_message.clone().unwrap_or_default(),
-    ))
-}
-
-/// The status document of an upload; `downloadUrl` is presigned afresh.
-pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResult<StatusDoc> {
-    let status = service::effective_status(upload, chrono::Utc::now());
-    let (url, download_url) = match services.completed_urls(upload).await? {
-        Some((url, download_url)) => (Some(url), Some(download_url)),
-        None => (None, None),
-    };
-    Ok(StatusDoc {
-        success: true,
-        resume_token: token_of(upload),
-        status: status.as_str().to_string(),
-        filename: upload.filename.clone(),
-        content_type: upload.content_type.clone(),
-        file_size: upload.file_size as u64,
-        part_size: upload.part_size as u64,
-        total_parts: upload.total_parts as u32,
-        file_key: upload.file_key.clone(),
-        provider: upload.provider.to_string(),
-        metadata: service::metadata_of(upload),
-        progress: service::progress_of(upload).into(),
-        urls_ready: upload.urls_ready.max(0) as u32,
-        created_at: rfc3339(upload.created_at),
-        updated_at: rfc3339(upload.updated_at),
-        expires_at: rfc3339(upload.expires_at),
-        completed_at: upload.completed_at.map(rfc3339),
-        url,
-        download_url,
-        last_error: upload.last_error_code.as_ref().map(|code| LastErrorDoc {
-            code: code.clone(),
-            message: upload.last_error_message.clone().unwrap_or_default(),
-        }),
-    })
-}
-
-impl UploadApi {
-    async fn caller(&self, auth: &Auth) -> ApiResult<partway_core::auth::Caller> {
-        Ok(self.services.authenticate(Some(auth.key())).await?)
-    }
-
-    /// Waits for the accepted job when asked to; true when it finished.
-    async fn wait(&self, accepted: &Accepted, wait: Duration) -> ApiResult<bool> {
-        match accepted.job_id {
-            None => Ok(true),
-            Some(_) if wait.is_zero() => Ok(false),
-            Some(job) => Ok(self
-                .services
-                .wait_for_job(accepted.upload.id, job, wait)
-                .await?),
-        }
-    }
-
-    pub async fn status_doc(&self, upload: &upload::Model) -> ApiResult<StatusDoc> {
-        status_doc(&self.services, upload).await
-    }
-
-    async fn complete_result(&self, upload: &upload::Model) -> ApiResult<CompleteResult> {
-        let (url, download_url) = self
-            .services
-            .completed_urls(upload)
-            .await?
-            .unwrap_or_default();
-        Ok(CompleteResult {
-            success: true,
-            resume_token: token_of(upload),
-            status: UploadStatus::Completed.as_str().into(),
-            url,
-            download_url,
-            file_key: upload.file_key.clone(),
-            filename: upload.filename.clone(),
-            file_size: upload.file_size as u64,
-            etag: upload.etag.clone().unwrap_or_default(),
-            location: upload.location.clone().unwrap_or_default(),
-            provider: upload.provider.to_string(),
-            bucket: upload.bucket.clone(),
-            total_parts: upload.total_parts as u32,
-        })
-    }
+async fn caller(app: &App, auth: &Auth) -> ApiResult<Caller> {
+    Ok(app.authenticate(Some(auth.key())).await?)
 }
 
 #[OpenApi]
@@ -238,47 +132,30 @@ impl UploadApi {
     )]
     async fn init(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         body: ContractJson<InitRequest>,
         wait: Query<Option<u32>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<InitResponse> {
-        let wait = wait_duration(wait.0)?;
-        let key = idempotency(idempotency_key.0)?;
-        let caller = self.caller(&auth).await?;
-        let accepted = self
-            .services
-            .init(&caller, body.0.into_input(), key)
-            .await?;
-        let finished = self.wait(&accepted, wait).await?;
-        let upload = self.services.reload(accepted.upload.id).await?;
-        let status = service::status_of(&upload);
-        if finished && !wait.is_zero() {
-            if status == UploadStatus::Failed {
-                if let Some(err) = last_error_of(&upload) {
-                    return Err(err);
+        let wait = Wait::parse(wait.0)?;
+        let key = IdempotencyKey::parse(idempotency_key.0)?;
+        let caller = caller(&app, &auth).await?;
+        let accepted = app.init(&caller, body.0.into_input(), key).await?;
+        let settled = app.settle(accepted, wait).await?;
+        let upload = &settled.upload;
+        if settled.finished {
+            if upload.status == UploadStatus::Failed {
+                if let Some(err) = settled.job_error() {
+                    return Err(err.into());
                 }
             }
-            if matches!(status, UploadStatus::Active | UploadStatus::Paused) {
-                let numbers: Vec<u32> = (1..=upload.total_parts as u32).collect();
-                let parts = self.services.part_views(&upload, &numbers).await?;
-                return Ok(InitResponse::Ready(Json(InitResult {
-                    success: true,
-                    resume_token: token_of(&upload),
-                    upload_id: upload.storage_upload_id.clone().unwrap_or_default(),
-                    file_key: upload.file_key.clone(),
-                    part_urls: parts.into_iter().map(Into::into).collect(),
-                    total_parts: upload.total_parts as u32,
-                    part_size: upload.part_size as u64,
-                    file_size: upload.file_size as u64,
-                    expires_in: self.services.settings.url_ttl.as_secs(),
-                    expires_at: rfc3339(upload.expires_at),
-                    status: status.as_str().into(),
-                })));
+            if upload.status.accepts_parts() {
+                return Ok(InitResponse::Ready(Json(init_result(&app, upload).await?)));
             }
         }
         Ok(InitResponse::Accepted(Json(
-            self.status_doc(&upload).await?,
+            status_doc(&app, upload).await?,
         )))
     }
 
@@ -294,51 +171,32 @@ impl UploadApi {
     )]
     async fn resume(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         body: ContractJson<TokenRequest>,
         wait: Query<Option<u32>>,
     ) -> ApiResult<ResumeResponse> {
-        let wait = wait_duration(wait.0)?;
-        let caller = self.caller(&auth).await?;
-        let accepted = self.services.resume(&caller, &body.0.resume_token).await?;
-        let finished = self.wait(&accepted, wait).await?;
-        let upload = self.services.reload(accepted.upload.id).await?;
-        if finished && !wait.is_zero() {
-            if let Some(err) = last_error_of(&upload) {
-                return Err(err);
+        let wait = Wait::parse(wait.0)?;
+        let caller = caller(&app, &auth).await?;
+        let accepted = app.resume(&caller, &body.0.resume_token).await?;
+        let settled = app.settle(accepted, wait).await?;
+        let upload = &settled.upload;
+        if settled.finished {
+            if let Some(err) = settled.job_error() {
+                return Err(err.into());
             }
-            let status = service::status_of(&upload);
-            if matches!(status, UploadStatus::Active | UploadStatus::Paused) {
-                let uploaded = self.services.uploaded_parts(upload.id).await?;
-                let remaining = service::missing_parts(upload.total_parts as u32, &uploaded);
-                let parts = self.services.part_views(&upload, &remaining).await?;
-                return Ok(ResumeResponse::Ready(Json(ResumeResult {
-                    success: true,
-                    resume_token: token_of(&upload),
-                    upload_id: upload.storage_upload_id.clone().unwrap_or_default(),
-                    file_key: upload.file_key.clone(),
-                    filename: upload.filename.clone(),
-                    total_parts: upload.total_parts as u32,
-                    part_size: upload.part_size as u64,
-                    uploaded_parts: uploaded
-                        .into_iter()
-                        .map(|p| UploadedPartDoc {
-                            part_number: p.part_number,
-                            etag: p.etag,
-                            size: p.size,
-                        })
-                        .collect(),
-                    remaining_parts: parts.into_iter().map(Into::into).collect(),
-                    progress: service::progress_of(&upload).into(),
-                })));
+            if upload.status.accepts_parts() {
+                return Ok(ResumeResponse::Ready(Json(
+                    resume_result(&app, upload).await?,
+                )));
             }
-            return Err(ApiError::from(AppError::client(
+            return Err(ApiError::new(
                 ErrorCode::UploadNotReady,
-                format!("the upload is {status}"),
-            )));
+                format!("the upload is {}", upload.status),
+            ));
         }
         Ok(ResumeResponse::Accepted(Json(
-            self.status_doc(&upload).await?,
+            status_doc(&app, upload).await?,
         )))
     }
 
@@ -356,42 +214,40 @@ impl UploadApi {
     )]
     async fn complete(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         body: ContractJson<CompleteRequest>,
         wait: Query<Option<u32>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> ApiResult<CompleteResponse> {
-        let wait = wait_duration(wait.0)?;
+        let wait = Wait::parse(wait.0)?;
         // A complete is idempotent by state already; the key is checked for form only.
-        idempotency(idempotency_key.0)?;
-        let caller = self.caller(&auth).await?;
+        IdempotencyKey::parse(idempotency_key.0)?;
+        let caller = caller(&app, &auth).await?;
         let parts = body
             .0
             .parts
             .map(|ps| ps.into_iter().map(|p| (p.part_number, p.etag)).collect());
-        let accepted = self
-            .services
-            .complete(&caller, &body.0.resume_token, parts)
-            .await?;
-        let finished = self.wait(&accepted, wait).await?;
-        let upload = self.services.reload(accepted.upload.id).await?;
-        match service::status_of(&upload) {
+        let accepted = app.complete(&caller, &body.0.resume_token, parts).await?;
+        let settled = app.settle(accepted, wait).await?;
+        let upload = &settled.upload;
+        match upload.status {
             UploadStatus::Completed => {
                 return Ok(CompleteResponse::Completed(Json(
-                    self.complete_result(&upload).await?,
+                    complete_result(&app, upload).await?,
                 )))
             }
             UploadStatus::Active | UploadStatus::Paused | UploadStatus::Failed
-                if finished && !wait.is_zero() =>
+                if settled.finished =>
             {
-                if let Some(err) = last_error_of(&upload) {
-                    return Err(err);
+                if let Some(err) = settled.job_error() {
+                    return Err(err.into());
                 }
             }
             _ => {}
         }
         Ok(CompleteResponse::Accepted(Json(
-            self.status_doc(&upload).await?,
+            status_doc(&app, upload).await?,
         )))
     }
 
@@ -405,25 +261,25 @@ impl UploadApi {
     )]
     async fn abort(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         body: ContractJson<TokenRequest>,
         wait: Query<Option<u32>>,
     ) -> ApiResult<AbortResponse> {
-        let wait = wait_duration(wait.0)?;
-        let caller = self.caller(&auth).await?;
-        let accepted = self.services.abort(&caller, &body.0.resume_token).await?;
-        self.wait(&accepted, wait).await?;
-        let upload = self.services.reload(accepted.upload.id).await?;
-        let status = service::status_of(&upload);
-        if matches!(status, UploadStatus::Aborted | UploadStatus::Expired) {
+        let wait = Wait::parse(wait.0)?;
+        let caller = caller(&app, &auth).await?;
+        let accepted = app.abort(&caller, &body.0.resume_token).await?;
+        let settled = app.settle(accepted, wait).await?;
+        let upload = &settled.upload;
+        if matches!(upload.status, UploadStatus::Aborted | UploadStatus::Expired) {
             return Ok(AbortResponse::Aborted(Json(AbortResult {
                 success: true,
-                resume_token: token_of(&upload),
-                status: status.as_str().into(),
+                resume_token: token_of(upload).to_string(),
+                status: upload.status.as_str().into(),
             })));
         }
         Ok(AbortResponse::Accepted(Json(
-            self.status_doc(&upload).await?,
+            status_doc(&app, upload).await?,
         )))
     }
 
@@ -436,12 +292,13 @@ impl UploadApi {
     )]
     async fn pause(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         body: ContractJson<TokenRequest>,
     ) -> ApiResult<Json<StatusDoc>> {
-        let caller = self.caller(&auth).await?;
-        let upload = self.services.pause(&caller, &body.0.resume_token).await?;
-        Ok(Json(self.status_doc(&upload).await?))
+        let caller = caller(&app, &auth).await?;
+        let upload = app.pause(&caller, &body.0.resume_token).await?;
+        Ok(Json(status_doc(&app, &upload).await?))
     }
 
     /// The status document of an upload.
@@ -453,21 +310,20 @@ impl UploadApi {
     )]
     async fn status(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         #[oai(name = "resumeToken")] resume_token: Path<String>,
     ) -> ApiResult<Json<StatusDoc>> {
-        let caller = self.caller(&auth).await?;
+        let caller = caller(&app, &auth).await?;
         // Cache first: polling many times a second costs no database read.
-        if let Some(cached) = self.services.cached_status(&caller, &resume_token.0).await {
+        if let Some(cached) = app.cached_status(&caller, &resume_token.0).await {
             if let Ok(doc) = StatusDoc::parse_from_json_string(&cached) {
                 return Ok(Json(doc));
             }
         }
-        let upload = self.services.get(&caller, &resume_token.0).await?;
-        let doc = self.status_doc(&upload).await?;
-        self.services
-            .remember_status(&upload, doc.to_json_string())
-            .await;
+        let upload = app.get(&caller, &resume_token.0).await?;
+        let doc = status_doc(&app, &upload).await?;
+        app.remember_status(&upload, doc.to_json_string()).await;
         Ok(Json(doc))
     }
 
@@ -480,6 +336,7 @@ impl UploadApi {
     )]
     async fn parts(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         #[oai(name = "resumeToken")] resume_token: Path<String>,
         /// pending (default), uploaded or all
@@ -489,27 +346,10 @@ impl UploadApi {
         /// 1 ..= 1000 (default 1000).
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<PartsPage>> {
-        let state = match state.0.as_deref().unwrap_or("pending") {
-            "pending" => PartState::Pending,
-            "uploaded" => PartState::Uploaded,
-            "all" => PartState::All,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("state must be pending, uploaded or all, not {other:?}"),
-                ))
-            }
-        };
-        let limit = limit.0.unwrap_or(MAX_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "limit must be between 1 and 1000",
-            ));
-        }
-        let caller = self.caller(&auth).await?;
-        let (_, parts, next_after) = self
-            .services
+        let state = PartState::parse(state.0.as_deref())?;
+        let limit = PageLimit::parse(limit.0, PageLimit::MAX)?;
+        let caller = caller(&app, &auth).await?;
+        let (parts, next_after) = app
             .list_parts(&caller, &resume_token.0, state, after.0.unwrap_or(0), limit)
             .await?;
         Ok(Json(PartsPage {
@@ -528,14 +368,14 @@ impl UploadApi {
     )]
     async fn report_part(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         #[oai(name = "resumeToken")] resume_token: Path<String>,
         #[oai(name = "partNumber")] part_number: Path<u32>,
         body: ContractJson<PartReport>,
     ) -> ApiResult<Json<ProgressResult>> {
-        let caller = self.caller(&auth).await?;
-        let upload = self
-            .services
+        let caller = caller(&app, &auth).await?;
+        let upload = app
             .report_part(
                 &caller,
                 &resume_token.0,
@@ -546,7 +386,7 @@ impl UploadApi {
             .await?;
         Ok(Json(ProgressResult {
             success: true,
-            progress: service::progress_of(&upload).into(),
+            progress: progress_of(&upload).into(),
         }))
     }
 
@@ -560,23 +400,23 @@ impl UploadApi {
     )]
     async fn events(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         #[oai(name = "resumeToken")] resume_token: Path<String>,
     ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
-        let caller = self.caller(&auth).await?;
-        let upload = self.services.get(&caller, &resume_token.0).await?;
-        let services = self.services.clone();
-        let events = services.cache.subscribe(upload.id).await;
-        let state = (services, events, upload.id, None::<String>, false);
-        let stream = futures::stream::unfold(
-            state,
-            |(services, mut events, id, mut last, done)| async move {
+        let caller = caller(&app, &auth).await?;
+        let upload = app.get(&caller, &resume_token.0).await?;
+        let app: Arc<App> = Arc::clone(&app);
+        let events = app.subscribe(upload.id).await;
+        let state = (app, events, upload.id, None::<String>, false);
+        let stream =
+            futures::stream::unfold(state, |(app, mut events, id, mut last, done)| async move {
                 if done {
                     return None;
                 }
                 loop {
-                    let current = services.reload(id).await.ok()?;
-                    let doc = status_doc(&services, &current).await.ok()?;
+                    let current = app.reload(id).await.ok()?;
+                    let doc = status_doc(&app, &current).await.ok()?;
                     // downloadUrl differs on every read; compare the rest.
                     let fingerprint = format!(
                         "{}|{}|{}|{}|{:?}",
@@ -588,19 +428,16 @@ impl UploadApi {
                     );
                     if last.as_deref() != Some(fingerprint.as_str()) {
                         last = Some(fingerprint);
-                        let terminal = matches!(
-                            doc.status.as_str(),
-                            "completed" | "aborted" | "expired" | "failed"
-                        );
-                        return Some((doc, (services, events, id, last, terminal)));
+                        let final_status =
+                            effective_status(&current, chrono::Utc::now()).is_final();
+                        return Some((doc, (app, events, id, last, final_status)));
                     }
                     tokio::select! {
                         _ = events.recv() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-            },
-        );
+            });
         Ok(EventStream::new(stream.boxed()).keep_alive(Duration::from_secs(15)))
     }
 
@@ -616,6 +453,7 @@ impl UploadApi {
     )]
     async fn uploads(
         &self,
+        app: AppData<'_>,
         auth: Auth,
         status: Query<Option<String>>,
         /// `key:value`: only uploads whose metadata has this entry.
@@ -624,16 +462,9 @@ impl UploadApi {
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UploadList>> {
-        let limit = limit.0.unwrap_or(50);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "limit must be between 1 and 1000",
-            ));
-        }
-        let caller = self.caller(&auth).await?;
-        let (rows, next_cursor) = self
-            .services
+        let limit = PageLimit::parse(limit.0, 50)?;
+        let caller = caller(&app, &auth).await?;
+        let (rows, next_cursor) = app
             .list_uploads(
                 &caller,
                 status.0.as_deref(),
@@ -644,7 +475,7 @@ impl UploadApi {
             .await?;
         let mut uploads = Vec::with_capacity(rows.len());
         for row in &rows {
-            uploads.push(self.status_doc(row).await?);
+            uploads.push(status_doc(&app, row).await?);
         }
         Ok(Json(UploadList {
             success: true,
@@ -673,9 +504,8 @@ impl UploadApi {
         operation_id = "readyz",
         tag = "Tag::Operations"
     )]
-    async fn readyz(&self) -> ApiResult<ReadyResponse> {
-        let db_ok = self.services.db.ping().await.is_ok();
-        let queue_ok = self.services.queue.is_ready().await;
+    async fn readyz(&self, app: AppData<'_>) -> ApiResult<ReadyResponse> {
+        let (db_ok, queue_ok) = app.readiness().await;
         if db_ok && queue_ok {
             Ok(ReadyResponse::Ready(Json(HealthDoc {
                 status: "ready".into(),

@@ -1,6 +1,7 @@
-//! partway's core: domain rules (no I/O), the ports (small traits around storage,
-//! job queue and progress cache), their implementations, and the use cases written
-//! once against them.
+//! partway's core: domain rules (no I/O), the ports (small traits around storage, job
+//! queue and progress cache) with their in-process implementations, the store (every
+//! SQL statement), the use cases written once against them, and the job handlers.
+//! See ARCHITECTURE.md at the repository root for how a request and a job flow through.
 pub mod domain;
 
 pub mod auth;
@@ -11,5 +12,11 @@ pub mod jobs;
 pub mod metrics;
 pub mod ports;
 pub mod presign;
-pub mod service;
+pub mod queue;
 pub mod storage;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod usecases;
+
+pub use usecases::{App, AppError};

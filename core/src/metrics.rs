@@ -94,6 +94,13 @@ pub fn metrics() -> Option<&'static Metrics> {
     METRICS.get_or_init(|| build().ok()).as_ref()
 }
 
+/// Counts part URLs presigned (by jobs and on the spot).
+pub fn count_presigned(n: usize) {
+    if let Some(m) = metrics() {
+        m.presigned_urls.inc_by(n as u64);
+    }
+}
+
 pub fn render() -> String {
     let Some(metrics) = metrics() else {
         return String::new();

@@ -90,6 +90,12 @@ pub trait ObjectStorage: Send + Sync {
     fn object_url(&self, key: &str) -> String;
 }
 
+/// Makes the storage handle of a target: S3 over the network in production, an
+/// in-memory double in use-case tests (`testing`).
+pub trait StorageFactory: Send + Sync {
+    fn storage(&self, target: &crate::storage::StorageTarget) -> SharedStorage;
+}
+
 /// Something happened to an upload: pollers waiting on it look again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadEvent {
@@ -127,8 +133,9 @@ pub enum JobRun {
 /// Hands committed job rows to workers.
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Called after the transaction that wrote the job rows committed.
-    async fn submit(&self, job_ids: &[Uuid]);
+    /// New job rows were committed: wake whatever moves them on (the in-process runner,
+    /// or the outbox relay). The rows are the queue, so there is nothing to pass.
+    async fn wake(&self);
     /// Whether the queue can take work (for /readyz).
     async fn is_ready(&self) -> bool;
 }

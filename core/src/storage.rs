@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::{
     domain::Provider,
     ports::{
-        CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StoredPart,
+        CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StorageFactory,
+        StoredPart,
     },
     presign::BatchPresigner,
 };
@@ -101,20 +102,21 @@ impl StorageTarget {
     }
 }
 
-/// Server-side storage configuration per provider, and a client cache.
+/// Server-side storage configuration per provider, and the factory that makes the
+/// storage handle of any target (the server's or a client's own bucket).
 pub struct StorageRegistry {
     server_targets: HashMap<Provider, StorageTarget>,
-    clients: Mutex<HashMap<[u8; 32], SharedStorage>>,
+    factory: Arc<dyn StorageFactory>,
 }
 
-/// Bounds the client cache: bring-your-own credentials create one entry each.
-const MAX_CACHED_CLIENTS: usize = 256;
-
 impl StorageRegistry {
-    pub fn new(server_targets: HashMap<Provider, StorageTarget>) -> Self {
+    pub fn new(
+        server_targets: HashMap<Provider, StorageTarget>,
+        factory: Arc<dyn StorageFactory>,
+    ) -> Self {
         Self {
             server_targets,
-            clients: Mutex::new(HashMap::new()),
+            factory,
         }
     }
 
@@ -123,6 +125,22 @@ impl StorageRegistry {
     }
 
     pub fn storage(&self, target: &StorageTarget) -> SharedStorage {
+        self.factory.storage(target)
+    }
+}
+
+/// Makes [`S3Storage`] handles, one per bucket and credentials, kept for reuse (an
+/// SDK client holds a connection pool).
+#[derive(Default)]
+pub struct S3Factory {
+    clients: Mutex<HashMap<[u8; 32], SharedStorage>>,
+}
+
+/// Bounds the client cache: bring-your-own credentials create one entry each.
+const MAX_CACHED_CLIENTS: usize = 256;
+
+impl StorageFactory for S3Factory {
+    fn storage(&self, target: &StorageTarget) -> SharedStorage {
         let key = target.cache_key();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = clients.get(&key) {

@@ -43,6 +43,12 @@ impl ResumeToken {
             .then_some(ResumeToken(uuid))
     }
 
+    /// The token of an upload row: its id, which this service created with
+    /// [`ResumeToken::new_random`], is used as it is.
+    pub fn of_row(id: Uuid) -> ResumeToken {
+        ResumeToken(id)
+    }
+
     pub fn uuid(&self) -> Uuid {
         self.0
     }

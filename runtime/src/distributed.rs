@@ -4,22 +4,15 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use partway_cache_redis::RedisCache;
 use partway_core::{
     cache::InMemoryCache,
     config::Config,
-    jobs::{self},
     ports::{JobQueue, JobRun, ProgressCache},
-    service::Services,
+    store::Store,
+    App,
 };
-use partway_entity::job;
 use partway_queue_amqp::{AmqpQueue, DeliveryInfo, Disposition, JobMessage};
-use sea_orm::{
-    sea_query::{Expr, LockBehavior, LockType},
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -57,7 +50,7 @@ impl AmqpJobQueue {
 
 #[async_trait]
 impl JobQueue for AmqpJobQueue {
-    async fn submit(&self, _job_ids: &[uuid::Uuid]) {
+    async fn wake(&self) {
         self.relay.notify_one();
     }
 
@@ -70,21 +63,19 @@ impl JobQueue for AmqpJobQueue {
 /// a crash, messages the broker lost, leases that lapsed).
 const RELAY_TICK: Duration = Duration::from_secs(2);
 const RELAY_BATCH: u64 = 200;
-/// A published job still pending this long after it was due is published again.
-const REPUBLISH_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
-/// Publishes outbox rows until `shutdown`. Safe with many replicas: on PostgreSQL the
-/// rows are taken with `FOR UPDATE SKIP LOCKED`; a row published twice is harmless
+/// Publishes outbox rows until `shutdown`. Safe with many replicas: the store takes
+/// rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL; a row published twice is harmless
 /// because a job is claimed with a conditional update.
 pub async fn run_outbox_relay(
-    db: DatabaseConnection,
+    app: Arc<App>,
     queue: AmqpJobQueue,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let wake = queue.relay_waker();
     while !*shutdown.borrow() {
         loop {
-            match relay_once(&db, queue.amqp()).await {
+            match relay_once(app.store(), queue.amqp()).await {
                 Ok(n) if n as u64 == RELAY_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -102,83 +93,42 @@ pub async fn run_outbox_relay(
 }
 
 /// One batch: unpublished pending jobs, and published ones that look lost.
-pub async fn relay_once(db: &DatabaseConnection, amqp: &AmqpQueue) -> Result<usize, String> {
-    let now = Utc::now();
-    let txn = db.begin().await.map_err(|e| e.to_string())?;
-    let lost = now - REPUBLISH_AFTER;
-    let due = Condition::any()
-        .add(
-            Condition::all()
-                .add(job::Column::State.eq(jobs::JobState::Pending))
-                .add(job::Column::PublishedAt.is_null()),
-        )
-        .add(
-            Condition::all()
-                .add(job::Column::State.eq(jobs::JobState::Pending))
-                .add(job::Column::RunAfter.lt(lost))
-                .add(job::Column::PublishedAt.lt(lost)),
-        )
-        .add(
-            Condition::all()
-                .add(job::Column::State.eq(jobs::JobState::Running))
-                .add(job::Column::LeasedUntil.lt(now))
-                .add(job::Column::PublishedAt.lt(lost)),
-        );
-    let mut query = job::Entity::find()
-        .filter(due)
-        .order_by_asc(job::Column::CreatedAt)
-        .limit(RELAY_BATCH);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    let rows = query.all(&txn).await.map_err(|e| e.to_string())?;
-    let mut published = Vec::with_capacity(rows.len());
-    for row in &rows {
+async fn relay_once(store: &Store, amqp: &AmqpQueue) -> Result<usize, String> {
+    let batch = store
+        .outbox_batch(RELAY_BATCH)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut published = Vec::with_capacity(batch.jobs().len());
+    for &(job_id, kind) in batch.jobs() {
         let message = JobMessage {
-            job_id: row.id,
-            kind: row.kind.as_str().to_string(),
+            job_id,
+            kind: kind.as_str().to_string(),
         };
         if let Err(e) = amqp.publish(&message).await {
             // Keep what was confirmed so far; the rest goes next time.
             debug!(error = %e, "publish failed");
             break;
         }
-        published.push(row.id);
+        published.push(job_id);
     }
-    if !published.is_empty() {
-        mark_published(&txn, &published)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    txn.commit().await.map_err(|e| e.to_string())?;
-    Ok(published.len())
-}
-
-async fn mark_published(db: &impl ConnectionTrait, ids: &[uuid::Uuid]) -> Result<(), DbErr> {
-    job::Entity::update_many()
-        .col_expr(job::Column::PublishedAt, Expr::value(Some(Utc::now())))
-        .filter(job::Column::Id.is_in(ids.iter().copied()))
-        .exec(db)
-        .await?;
-    Ok(())
+    let count = published.len();
+    batch.commit(&published).await.map_err(|e| e.to_string())?;
+    Ok(count)
 }
 
 /// Consumes jobs until `shutdown`, at most `concurrency` of each kind at once; acks after
 /// the job's outcome is committed.
 pub async fn run_amqp_worker(
-    services: Arc<Services>,
+    app: Arc<App>,
     amqp: AmqpQueue,
     concurrency: u16,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let handler = move |message: JobMessage, delivery: DeliveryInfo| {
-        let services = services.clone();
+        let app = app.clone();
         async move {
-            match services
-                .process_job(message.job_id, delivery.redelivered)
-                .await
-            {
+            match app.process_job(message.job_id, delivery.redelivered).await {
                 Ok(JobRun::Settled) => Disposition::Ack,
                 Ok(JobRun::RetryAfter(delay)) => Disposition::Retry(delay),
                 Ok(JobRun::GaveUp(reason)) => Disposition::Park(reason),
@@ -215,48 +165,6 @@ pub async fn connect_amqp(url: &str, prefix: &str) -> Result<AmqpQueue, crate::S
         }
         Err(e) => Err(rabbitmq(e)),
     }
-}
-
-/// What `partway-api` and `partway-worker` share: PostgreSQL (or any configured
-/// database), the configured storage, RabbitMQ and Redis. Nothing embedded.
-pub async fn distributed_services(
-    config: &Config,
-) -> Result<(Arc<Services>, AmqpJobQueue), crate::StartupError> {
-    use crate::StartupError;
-    let amqp_url = config.amqp_url.as_ref().ok_or_else(|| {
-        StartupError::Config(
-            "PARTWAY_AMQP_URL is required (or run `partway` for the all-in-one service)".into(),
-        )
-    })?;
-    if config.database_url.is_none() {
-        warn!("PARTWAY_DATABASE_URL is not set: using SQLite in the data dir, which other hosts cannot share");
-    }
-    let targets = crate::server_targets(config, None)?;
-    if targets.is_empty() {
-        return Err(StartupError::Config(
-            "no storage configured: set PARTWAY_S3_BUCKET (+ keys, + PARTWAY_S3_ENDPOINT for MinIO) or the PARTWAY_R2_* variables".into(),
-        ));
-    }
-    let master_key = crate::master_key(config, None)?;
-    info!(
-        database = %config.database_url.as_ref().map_or_else(|| "sqlite (data dir)".to_string(), |u| crate::endpoint_of(u.expose())),
-        queue = %crate::endpoint_of(amqp_url.expose()),
-        cache = %config.redis_url.as_ref().map_or_else(|| "in-process".to_string(), |u| crate::endpoint_of(u.expose())),
-        storage = %config.s3_endpoint.as_deref().map_or_else(|| "AWS / R2 endpoints".to_string(), crate::endpoint_of),
-        "connecting"
-    );
-    let db = crate::connect_database(config).await?;
-    let queue = AmqpJobQueue::new(connect_amqp(amqp_url.expose(), &config.amqp_prefix).await?);
-    let cache = cache_from(config).await;
-    let services = crate::services(
-        config,
-        db,
-        targets,
-        master_key,
-        cache,
-        Arc::new(queue.clone()),
-    )?;
-    Ok((Arc::new(services), queue))
 }
 
 #[cfg(test)]

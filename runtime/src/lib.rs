@@ -1,19 +1,27 @@
 //! Wiring shared by partway's binaries: configuration → database, storage targets,
-//! master key, cache and queue. The all-in-one `partway` and the distributed
-//! `partway-api` / `partway-worker` are built from these pieces.
-use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
+//! master key, cache and queue → an [`App`], run by a [`Node`] in the roles a binary
+//! has (API, worker, outbox relay, sweeper). The all-in-one `partway` and the
+//! distributed `partway-api` / `partway-worker` are each a `Node` with other roles.
+use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use partway_core::{
     config::{Config, LogFormat},
     crypto::MasterKey,
     domain::Provider,
-    storage::{StorageCredentials, StorageTarget},
+    ports::{JobQueue, ProgressCache},
+    storage::{S3Factory, StorageCredentials, StorageRegistry, StorageTarget},
+    store::Store,
+    usecases::Settings,
+    App,
 };
 use partway_migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 
 pub mod distributed;
+mod node;
+
+pub use node::{Node, Roles};
 
 /// Bucket of the embedded S3 endpoint.
 pub const EMBEDDED_BUCKET: &str = "partway";
@@ -279,29 +287,30 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The use cases wired to the chosen adapters.
-pub fn services(
+/// The use cases wired to the chosen adapters: S3 storage for the configured targets.
+pub fn build_app(
     config: &Config,
     db: DatabaseConnection,
     targets: HashMap<Provider, StorageTarget>,
     master_key: MasterKey,
-    cache: std::sync::Arc<dyn partway_core::ports::ProgressCache>,
-    queue: std::sync::Arc<dyn partway_core::ports::JobQueue>,
-) -> Result<partway_core::service::Services, StartupError> {
-    Ok(partway_core::service::Services {
-        settings: partway_core::service::Settings {
-            upload_ttl: config.upload_ttl,
-            url_ttl: config.url_ttl,
-            key_prefix: config.key_prefix.clone(),
-            default_provider: default_provider(config, &targets)?,
-        },
-        db,
-        storage: std::sync::Arc::new(partway_core::storage::StorageRegistry::new(targets)),
+    cache: Arc<dyn ProgressCache>,
+    queue: Arc<dyn JobQueue>,
+) -> Result<App, StartupError> {
+    let settings = Settings {
+        upload_ttl: config.upload_ttl,
+        url_ttl: config.url_ttl,
+        key_prefix: config.key_prefix.clone(),
+        default_provider: default_provider(config, &targets)?,
+    };
+    let storage = StorageRegistry::new(targets, Arc::new(S3Factory::default()));
+    Ok(App::new(
+        Store::new(db),
+        Arc::new(storage),
         cache,
         queue,
-        master_key: Some(master_key),
-        keys: partway_core::auth::KeyCache::default(),
-    })
+        master_key,
+        settings,
+    ))
 }
 
 /// `scheme://host:port` of a connection URL: what logs may show (no user, password,
@@ -320,7 +329,10 @@ pub fn endpoint_of(url: &str) -> String {
 }
 
 /// A binary's exit: success, or its one-line error on stderr and a failure code.
-pub fn exit_with(binary: &str, result: Result<(), String>) -> std::process::ExitCode {
+pub fn exit_with<E: std::fmt::Display>(
+    binary: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {

@@ -1,9 +1,9 @@
-//! Workers: the loops that run queued jobs and sweep expired uploads. The job
-//! handlers themselves are the use cases in `partway_core::service`; this crate only
-//! decides when to run them.
+//! Workers: the loops that run queued jobs (the embedded mode's runner over the job
+//! rows) and sweep expired uploads. The job handlers themselves are in
+//! `partway_core::jobs`; this crate only decides when to run them.
 use std::{sync::Arc, time::Duration};
 
-use partway_core::{jobs, service::Services};
+use partway_core::App;
 use tokio::{
     sync::{watch, Notify, Semaphore},
     task::JoinSet,
@@ -18,12 +18,12 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Runs job rows from the database as they are submitted (the embedded queue).
 /// Returns when `shutdown` turns true, after in-flight jobs finish or `grace` passes.
 pub async fn run_embedded_queue(
-    services: Arc<Services>,
+    app: Arc<App>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    match jobs::release_all_leases(&services.db).await {
+    match app.release_all_leases().await {
         Ok(0) => {}
         Ok(n) => info!(
             jobs = n,
@@ -34,16 +34,16 @@ pub async fn run_embedded_queue(
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running: JoinSet<()> = JoinSet::new();
     while !*shutdown.borrow() {
-        match jobs::due_jobs(&services.db, (CONCURRENCY * 4) as u64).await {
+        match app.due_jobs((CONCURRENCY * 4) as u64).await {
             Ok(ids) => {
                 for id in ids {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;
                     };
-                    let services = services.clone();
+                    let app = app.clone();
                     running.spawn(async move {
                         // The row carries retries (run_after), so the outcome needs no action here.
-                        if let Err(e) = services.process_job(id, false).await {
+                        if let Err(e) = app.process_job(id, false).await {
                             warn!(job = %id, error = %e, "job could not be processed");
                         }
                         drop(permit);
@@ -83,13 +83,9 @@ async fn drain(mut running: JoinSet<()>, grace: Duration) {
 }
 
 /// Periodically marks expired uploads and queues their storage aborts.
-pub async fn run_sweeper(
-    services: Arc<Services>,
-    interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run_sweeper(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
-        if let Err(e) = services.sweep_expired().await {
+        if let Err(e) = app.sweep_expired().await {
             error!(error = %e, "expiry sweep failed");
         }
         tokio::select! {

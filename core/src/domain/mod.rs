@@ -1,18 +1,23 @@
-//! Pure domain rules of partway (DESIGN §2): part planning, input validation and
-//! progress arithmetic, plus the contract's vocabulary (error codes, the upload status
-//! machine, providers, resume tokens) re-exported from `partway-protocol`.
+//! Pure domain rules of partway (DESIGN §2): part planning, input validation (client
+//! input parsed into typed values at the edge), progress arithmetic and URL pages,
+//! plus the contract's vocabulary (error codes, the upload status machine, providers,
+//! resume tokens) re-exported from `partway-protocol`.
 //!
 //! Kept free of I/O so the API, the worker and the tests share one definition of
 //! every rule and can exercise it without a database, queue or storage.
 
+pub mod input;
 pub mod plan;
 pub mod progress;
+pub mod url_pages;
 pub mod validate;
 
+pub use input::*;
 pub use partway_protocol::{
     ErrorCode, Provider, ResumeToken, UploadStatus, ValidationError, R2_MAX_OBJECT_SIZE,
     S3_MAX_OBJECT_SIZE,
 };
 pub use plan::*;
 pub use progress::*;
+pub use url_pages::*;
 pub use validate::*;

@@ -1,0 +1,194 @@
+//! Running jobs: claim a row, run its kind's handler (`handlers/`, one file per kind),
+//! record the outcome (done, retry later with backoff, or given up with the error on
+//! the upload) and tell the queue how it ended. The rows are written by the use cases
+//! (`crate::usecases`) in the transaction of the change that asks for the work.
+use std::time::{Duration, Instant};
+
+use partway_entity::job;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+pub use partway_entity::job::{JobKind, JobState};
+
+use crate::{
+    domain::{ErrorCode, ResumeToken, UploadStatus},
+    ports::{JobRun, StorageError},
+    store::MAX_ATTEMPTS,
+    usecases::{App, AppError},
+};
+
+mod handlers;
+
+/// Input of a complete job: the parts the client named, or None for "what storage lists".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CompletePayload {
+    pub parts: Option<Vec<(u32, String)>>,
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s … capped at 5 minutes.
+pub fn backoff(attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs(std::cmp::Ord::min(2u64.saturating_pow(exp), 300))
+}
+
+/// How a job attempt ended, when it did not succeed.
+#[derive(Debug)]
+pub(crate) enum JobError {
+    /// Try again later (storage or database unavailable).
+    Retry(String),
+    /// Trying again cannot help.
+    Fatal(String),
+}
+
+impl From<sea_orm::DbErr> for JobError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        JobError::Retry(format!("database: {e}"))
+    }
+}
+
+impl From<AppError> for JobError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Unavailable(reason) => JobError::Retry(reason),
+            other => JobError::Fatal(other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for JobError {
+    /// Storage trouble is worth another try unless a handler decided otherwise.
+    fn from(e: StorageError) -> Self {
+        JobError::Retry(e.to_string())
+    }
+}
+
+impl App {
+    /// Claims and runs one job, recording its outcome in the database, and says how it
+    /// ended so a queue can ack, delay or park its message.
+    /// `redelivered`: the queue gave this job to another worker before, which died.
+    pub async fn process_job(&self, job_id: Uuid, redelivered: bool) -> Result<JobRun, AppError> {
+        let Some(job) = self.store().claim_job(job_id, redelivered).await? else {
+            return Ok(JobRun::Settled);
+        };
+        let span = tracing::info_span!(
+            "job",
+            job = %job.id,
+            kind = %job.kind,
+            upload = %ResumeToken::of_row(job.upload_id),
+            attempt = job.attempts
+        );
+        tracing::Instrument::instrument(self.run_claimed(job), span).await
+    }
+
+    /// Due job ids, oldest first (the embedded runner's poll).
+    pub async fn due_jobs(&self, limit: u64) -> Result<Vec<Uuid>, AppError> {
+        Ok(self.store().due_jobs(limit).await?)
+    }
+
+    /// Makes jobs a previous run of this single process held claimable again.
+    pub async fn release_all_leases(&self) -> Result<u64, AppError> {
+        Ok(self.store().release_all_leases().await?)
+    }
+
+    async fn run_claimed(&self, job: job::Model) -> Result<JobRun, AppError> {
+        let started = Instant::now();
+        info!("job started");
+        let outcome = self.run_handler(&job).await;
+        if let Some(m) = crate::metrics::metrics() {
+            let label = match &outcome {
+                Ok(()) => "done",
+                Err(JobError::Retry(_)) if job.attempts < MAX_ATTEMPTS => "retry",
+                Err(_) => "failed",
+            };
+            m.job_runs
+                .with_label_values(&[job.kind.as_str(), label])
+                .inc();
+            m.job_duration
+                .with_label_values(&[job.kind.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let store = self.store();
+        let run = match outcome {
+            Ok(()) => {
+                store.finish_job(job.id, JobState::Done, None).await?;
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job done"
+                );
+                JobRun::Settled
+            }
+            Err(JobError::Retry(reason)) if job.attempts < MAX_ATTEMPTS => {
+                warn!(%reason, "job failed, will retry");
+                let delay = backoff(job.attempts);
+                store.retry_job_later(job.id, delay, reason).await?;
+                JobRun::RetryAfter(delay)
+            }
+            Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
+                warn!(%reason, "job given up");
+                self.record_job_failure(&job, &reason).await?;
+                store
+                    .finish_job(job.id, JobState::Failed, Some(reason.clone()))
+                    .await?;
+                JobRun::GaveUp(reason)
+            }
+        };
+        self.publish(job.upload_id).await;
+        Ok(run)
+    }
+
+    /// The upload shows why its job was given up; an init or complete that cannot
+    /// finish leaves the upload `failed`.
+    async fn record_job_failure(&self, job: &job::Model, reason: &str) -> Result<(), AppError> {
+        let message = format!("{reason} (gave up after {} attempts)", job.attempts);
+        let code = ErrorCode::ServiceUnavailable;
+        let failing_from = match job.kind {
+            JobKind::Init => Some(UploadStatus::Initiating),
+            JobKind::Complete => Some(UploadStatus::Completing),
+            JobKind::Resume | JobKind::Abort | JobKind::Expire => None,
+        };
+        match failing_from {
+            Some(from) => {
+                self.store()
+                    .fail_upload(job.upload_id, from, code, &message)
+                    .await?
+            }
+            None => {
+                self.store()
+                    .set_last_error(job.upload_id, code, &message)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_handler(&self, job: &job::Model) -> Result<(), JobError> {
+        let Some(upload) = self.store().upload(job.upload_id).await? else {
+            return Ok(());
+        };
+        match job.kind {
+            JobKind::Init => self.job_init(upload).await,
+            JobKind::Resume => self.job_resume(upload).await,
+            JobKind::Complete => {
+                let payload: CompletePayload =
+                    serde_json::from_value(job.payload.clone()).unwrap_or_default();
+                self.job_complete(upload, payload).await
+            }
+            JobKind::Abort => self.job_abort(upload, UploadStatus::Aborting).await,
+            JobKind::Expire => self.job_abort(upload, UploadStatus::Expired).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(30), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,67 @@
+//! Every SQL statement partway runs, in one place (zero2prod's and lldap's "one
+//! backend"): the use cases and the job handlers call these methods and never build a
+//! query themselves. Works on SQLite (embedded) and PostgreSQL (distributed).
+//!
+//! - [`uploads`]: upload rows, and the one status compare-and-set ([`Store::transition`]).
+//! - [`parts`]: the parts a client reported or storage listed, and the progress counters.
+//! - [`jobs`]: the job rows (the outbox): creation, the lease-based claim, outcomes, relay.
+//! - [`idempotency`]: remembered `Idempotency-Key`s.
+//! - [`keys`]: owners and API keys.
+//! - [`stats`]: the counts behind the metrics gauges.
+use sea_orm::{DatabaseConnection, DbErr};
+
+pub mod idempotency;
+pub mod jobs;
+pub mod keys;
+pub mod parts;
+pub mod stats;
+pub mod uploads;
+
+pub use jobs::{OutboxBatch, LEASE, MAX_ATTEMPTS};
+pub use uploads::{ErrorPatch, UploadFilter, UploadPatch};
+
+/// The database, behind the statements partway needs.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection) -> Store {
+        Store { db }
+    }
+
+    /// The connection, for migrations and for tests that inspect rows.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.db.clone().close().await.ok();
+    }
+}
+
+/// Whether a database error means "the database is unreachable" (503, retry) rather
+/// than a bug: no connection, a dropped one, a pool that timed out.
+pub fn database_unreachable(e: &DbErr) -> bool {
+    use sea_orm::{sqlx::Error as Sqlx, RuntimeErr};
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            matches!(
+                inner.as_ref(),
+                Sqlx::Io(_)
+                    | Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::WorkerCrashed
+                    | Sqlx::Tls(_)
+            )
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,425 @@
+//! Upload rows. Status changes go through [`Store::transition`] only: a conditional
+//! update (`… WHERE status IN (from)`), so two processes racing on one upload never
+//! both win, and the `from` lists come from the status machine.
+use chrono::{DateTime, Utc};
+use partway_entity::{job, upload};
+use sea_orm::{
+    sea_query::Expr, ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{idempotency, parts, Store};
+use crate::{
+    domain::{ErrorCode, UploadStatus},
+    ports::StoredPart,
+};
+
+/// What a transition does to `last_error`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ErrorPatch {
+    #[default]
+    Keep,
+    Clear,
+    Set(ErrorCode, String),
+}
+
+/// Columns a transition writes besides `status` and `updated_at`.
+#[derive(Debug, Clone, Default)]
+pub struct UploadPatch {
+    pub last_error: ErrorPatch,
+    /// Storage completed the object: its ETag and location.
+    pub completed: Option<(String, String)>,
+}
+
+impl UploadPatch {
+    pub fn clear_error() -> UploadPatch {
+        UploadPatch {
+            last_error: ErrorPatch::Clear,
+            ..UploadPatch::default()
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> UploadPatch {
+        UploadPatch {
+            last_error: ErrorPatch::Set(code, message.into()),
+            ..UploadPatch::default()
+        }
+    }
+}
+
+/// Which of an owner's uploads a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct UploadFilter {
+    /// The status as shown: active/paused uploads past their expiry count as expired.
+    pub status: Option<UploadStatus>,
+    /// One metadata entry, matched exactly. The key follows the metadata key rules
+    /// (`[A-Za-z0-9_-]`), so it is safe inside a JSON path.
+    pub metadata: Option<(String, String)>,
+    /// Only uploads listed after this one (newest first): `(created_at, id)`.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// How an insert with an idempotency key ended.
+pub enum Created {
+    Inserted(Box<upload::Model>),
+    /// A concurrent request with the same key won the race.
+    KeyTaken,
+}
+
+fn error_columns(patch: &ErrorPatch) -> Option<(Option<String>, Option<String>)> {
+    match patch {
+        ErrorPatch::Keep => None,
+        ErrorPatch::Clear => Some((None, None)),
+        ErrorPatch::Set(code, message) => {
+            Some((Some(code.as_str().to_string()), Some(message.clone())))
+        }
+    }
+}
+
+/// The compare-and-set behind every status change; true when this call made it.
+async fn transition_on(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    from: &[UploadStatus],
+    to: UploadStatus,
+    patch: &UploadPatch,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let mut update = upload::Entity::update_many()
+        .col_expr(upload::Column::Status, Expr::value(to))
+        .col_expr(upload::Column::UpdatedAt, Expr::value(now));
+    if let Some((code, message)) = error_columns(&patch.last_error) {
+        update = update
+            .col_expr(upload::Column::LastErrorCode, Expr::value(code))
+            .col_expr(upload::Column::LastErrorMessage, Expr::value(message));
+    }
+    if let Some((etag, location)) = &patch.completed {
+        update = update
+            .col_expr(upload::Column::Etag, Expr::value(Some(etag.clone())))
+            .col_expr(
+                upload::Column::Location,
+                Expr::value(Some(location.clone())),
+            )
+            .col_expr(upload::Column::CompletedAt, Expr::value(Some(now)))
+            // A completed upload holds every part.
+            .col_expr(
+                upload::Column::UploadedParts,
+                Expr::col(upload::Column::TotalParts),
+            )
+            .col_expr(
+                upload::Column::UploadedBytes,
+                Expr::col(upload::Column::FileSize),
+            );
+    }
+    let moved = update
+        .filter(upload::Column::Id.eq(id))
+        .filter(upload::Column::Status.is_in(from.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(moved.rows_affected == 1)
+}
+
+async fn set_last_error_on(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), DbErr> {
+    upload::Entity::update_many()
+        .col_expr(
+            upload::Column::LastErrorCode,
+            Expr::value(Some(code.as_str().to_string())),
+        )
+        .col_expr(
+            upload::Column::LastErrorMessage,
+            Expr::value(Some(message.to_string())),
+        )
+        .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(upload::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn upload(&self, id: Uuid) -> Result<Option<upload::Model>, DbErr> {
+        upload::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// The upload if `owner` owns it: another owner's upload is simply not found.
+    pub async fn owned_upload(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+    ) -> Result<Option<upload::Model>, DbErr> {
+        upload::Entity::find_by_id(id)
+            .filter(upload::Column::OwnerId.eq(owner))
+            .one(&self.db)
+            .await
+    }
+
+    /// Writes a new upload and its init job (and the idempotency key, when given) in
+    /// one transaction.
+    pub async fn create_upload(
+        &self,
+        upload: upload::ActiveModel,
+        job: job::ActiveModel,
+        idempotency: Option<(Uuid, &str, &str)>,
+    ) -> Result<Created, DbErr> {
+        let txn = self.db.begin().await?;
+        let inserted = upload.insert(&txn).await?;
+        job.insert(&txn).await?;
+        if let Some((owner, scope, key)) = idempotency {
+            if idempotency::remember(&txn, owner, scope, key, inserted.id)
+                .await
+                .is_err()
+            {
+                txn.rollback().await?;
+                return Ok(Created::KeyTaken);
+            }
+        }
+        txn.commit().await?;
+        Ok(Created::Inserted(Box::new(inserted)))
+    }
+
+    /// Moves the upload from one of `from` to `to`, writing `patch` with it; false
+    /// when it was not in any of `from` (someone else moved it).
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        from: &[UploadStatus],
+        to: UploadStatus,
+        patch: UploadPatch,
+    ) -> Result<bool, DbErr> {
+        transition_on(&self.db, id, from, to, &patch).await
+    }
+
+    /// A transition that queues a job, atomically (the outbox): the job exists exactly
+    /// when the status changed. Clears `last_error`.
+    pub async fn transition_with_job(
+        &self,
+        id: Uuid,
+        from: &[UploadStatus],
+        to: UploadStatus,
+        job: job::ActiveModel,
+    ) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        if !transition_on(&txn, id, from, to, &UploadPatch::clear_error()).await? {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        job.insert(&txn).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Storage completed the object: record it (and, when the job listed them,
+    /// storage's parts as the part rows).
+    pub async fn mark_completed(
+        &self,
+        id: Uuid,
+        etag: &str,
+        location: &str,
+        listed: Option<&[StoredPart]>,
+    ) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        if let Some(listed) = listed {
+            parts::replace_parts(&txn, id, listed).await?;
+        }
+        let patch = UploadPatch {
+            last_error: ErrorPatch::Clear,
+            completed: Some((etag.to_string(), location.to_string())),
+        };
+        let moved = transition_on(
+            &txn,
+            id,
+            &UploadStatus::Completed.sources(),
+            UploadStatus::Completed,
+            &patch,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(moved)
+    }
+
+    /// Moves the upload from `from` to `failed` (if it is still there) and records why.
+    pub async fn fail_upload(
+        &self,
+        id: Uuid,
+        from: UploadStatus,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), DbErr> {
+        transition_on(
+            &self.db,
+            id,
+            &[from],
+            UploadStatus::Failed,
+            &UploadPatch::default(),
+        )
+        .await?;
+        set_last_error_on(&self.db, id, code, message).await
+    }
+
+    /// Records an error on the upload without changing its status.
+    pub async fn set_last_error(
+        &self,
+        id: Uuid,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), DbErr> {
+        set_last_error_on(&self.db, id, code, message).await
+    }
+
+    /// Stores storage's multipart UploadId, unless one is already stored or the upload
+    /// left `initiating` meanwhile; true when this call stored it.
+    pub async fn set_storage_upload_id(
+        &self,
+        id: Uuid,
+        storage_upload_id: &str,
+    ) -> Result<bool, DbErr> {
+        let stored = upload::Entity::update_many()
+            .col_expr(
+                upload::Column::StorageUploadId,
+                Expr::value(Some(storage_upload_id.to_string())),
+            )
+            .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::StorageUploadId.is_null())
+            .filter(upload::Column::Status.eq(UploadStatus::Initiating))
+            .exec(&self.db)
+            .await?;
+        Ok(stored.rows_affected == 1)
+    }
+
+    pub async fn set_urls_ready(&self, id: Uuid, ready: u32) -> Result<(), DbErr> {
+        upload::Entity::update_many()
+            .col_expr(upload::Column::UrlsReady, Expr::value(ready as i32))
+            .filter(upload::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The owner's uploads matching `filter`, newest first, at most `limit`.
+    pub async fn list_uploads(
+        &self,
+        owner: Uuid,
+        filter: &UploadFilter,
+        limit: u64,
+    ) -> Result<Vec<upload::Model>, DbErr> {
+        let mut query = upload::Entity::find().filter(upload::Column::OwnerId.eq(owner));
+        if let Some((key, value)) = &filter.metadata {
+            query = query.filter(match self.db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => Expr::cust_with_values(
+                    r#""metadata" ->> $1 = $2"#,
+                    [key.clone(), value.clone()],
+                ),
+                _ => Expr::cust_with_values(
+                    r#"json_extract("metadata", ?) = ?"#,
+                    [format!("$.\"{key}\""), value.clone()],
+                ),
+            });
+        }
+        if let Some(status) = filter.status {
+            let now = Utc::now();
+            let live = [UploadStatus::Active, UploadStatus::Paused];
+            query = match status {
+                UploadStatus::Active | UploadStatus::Paused => query
+                    .filter(upload::Column::Status.eq(status))
+                    .filter(upload::Column::ExpiresAt.gt(now)),
+                UploadStatus::Expired => query.filter(
+                    Condition::any().add(upload::Column::Status.eq(status)).add(
+                        Condition::all()
+                            .add(upload::Column::Status.is_in(live))
+                            .add(upload::Column::ExpiresAt.lte(now)),
+                    ),
+                ),
+                _ => query.filter(upload::Column::Status.eq(status)),
+            };
+        }
+        if let Some((created_at, id)) = filter.after {
+            query = query.filter(
+                Condition::any()
+                    .add(upload::Column::CreatedAt.lt(created_at))
+                    .add(
+                        Condition::all()
+                            .add(upload::Column::CreatedAt.eq(created_at))
+                            .add(upload::Column::Id.lt(id)),
+                    ),
+            );
+        }
+        query
+            .order_by_desc(upload::Column::CreatedAt)
+            .order_by_desc(upload::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Active or paused uploads whose time ran out (at most `limit`).
+    pub async fn expired_uploads(&self, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+        upload::Entity::find()
+            .select_only()
+            .column(upload::Column::Id)
+            .filter(upload::Column::ExpiresAt.lte(Utc::now()))
+            .filter(upload::Column::Status.is_in(UploadStatus::Expired.sources()))
+            .limit(limit)
+            .into_tuple::<Uuid>()
+            .all(&self.db)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use partway_entity::upload;
+    use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter};
+
+    use crate::{
+        domain::{UploadStatus, MIB},
+        store::UploadPatch,
+        testing::TestApp,
+        AppError,
+    };
+
+    #[tokio::test]
+    async fn transitions_happen_once_and_only_from_their_sources() {
+        let t = TestApp::new().await;
+        let (_, upload) = t.active_upload(12 * MIB, 5 * MIB).await;
+        let store = t.app.store();
+        let to = UploadStatus::Paused;
+        assert!(store
+            .transition(upload.id, &to.sources(), to, UploadPatch::default())
+            .await
+            .unwrap());
+        assert!(!store
+            .transition(upload.id, &to.sources(), to, UploadPatch::default())
+            .await
+            .unwrap());
+        let to = UploadStatus::Completed;
+        assert!(!store
+            .transition(upload.id, &to.sources(), to, UploadPatch::default())
+            .await
+            .unwrap());
+        assert_eq!(
+            t.app.reload(upload.id).await.unwrap().status,
+            UploadStatus::Paused
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stored_status_is_an_error_not_a_guess() {
+        let t = TestApp::new().await;
+        let (_, upload) = t.active_upload(12 * MIB, 5 * MIB).await;
+        upload::Entity::update_many()
+            .col_expr(upload::Column::Status, Expr::cust("'bogus'"))
+            .filter(upload::Column::Id.eq(upload.id))
+            .exec(t.app.store().connection())
+            .await
+            .unwrap();
+        let err = t.app.reload(upload.id).await.unwrap_err();
+        assert!(matches!(err, AppError::Internal(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,49 @@
+//! One upload as its owner sees it: the row, the cached status document that absorbs
+//! polling, and a completed upload's URLs.
+use partway_entity::upload;
+
+use super::{App, AppError};
+use crate::{
+    auth::Caller,
+    domain::{ResumeToken, UploadStatus},
+};
+
+impl App {
+    pub async fn get(&self, caller: &Caller, token: &str) -> Result<upload::Model, AppError> {
+        self.owned_upload(caller, token).await
+    }
+
+    /// A status snapshot from the cache, if there is one for this caller's upload.
+    /// Stored as `owner id`, newline, document, so another owner never gets it.
+    pub async fn cached_status(&self, caller: &Caller, token: &str) -> Option<String> {
+        let id = ResumeToken::parse(token)?.uuid();
+        let raw = self.cache.snapshot(id).await?;
+        let (owner, doc) = raw.split_once('\n')?;
+        (owner == caller.owner_id.to_string()).then(|| doc.to_string())
+    }
+
+    /// Keeps a status document for the next polls (dropped on every change). A
+    /// completed upload's document carries a fresh download URL each time: not kept.
+    pub async fn remember_status(&self, upload: &upload::Model, doc: String) {
+        if upload.status != UploadStatus::Completed {
+            self.cache
+                .put_snapshot(upload.id, format!("{}\n{doc}", upload.owner_id))
+                .await;
+        }
+    }
+
+    /// A completed upload's object URL and a fresh download URL (from one storage handle).
+    pub async fn completed_urls(
+        &self,
+        upload: &upload::Model,
+    ) -> Result<Option<(String, String)>, AppError> {
+        if upload.status != UploadStatus::Completed {
+            return Ok(None);
+        }
+        let storage = self.storage_for(upload)?;
+        let download = storage
+            .presign_get(&upload.file_key, self.settings.url_ttl)
+            .await?;
+        Ok(Some((storage.object_url(&upload.file_key), download.url)))
+    }
+}
