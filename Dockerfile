@@ -19,13 +19,11 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 COPY . .
 # The registry and target dir are cache mounts (kept between builds, not in the image), so the
-# binaries are copied out in the same step. `-p` for each package: at the workspace root, plain
-# `--bin partway-api` would look only in the root package.
+# binaries are copied out in the same step. All three are binaries of the root package.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
-      -p partway -p partway-api -p partway-worker \
+    cargo build --release --locked -p partway \
       --bin partway --bin partway-api --bin partway-worker \
  && mkdir -p /out \
  && cp target/release/partway target/release/partway-api target/release/partway-worker /out/
