@@ -2,6 +2,7 @@
 //! own (bad JSON, wrong content type, unknown route, oversize body, bad query
 //! value), leaves as `{"success": false, "error": CODE, "message": …}`.
 use partway_core::{domain::ErrorCode, service::AppError};
+use partway_protocol::dto::ErrorBody;
 use poem::{
     error::ResponseError,
     http::{header, StatusCode},
@@ -10,19 +11,8 @@ use poem::{
 use poem_openapi::{
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
-    ApiResponse, Object,
+    ApiResponse,
 };
-
-#[derive(Debug, Clone, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct ErrorBody {
-    /// Always false.
-    pub success: bool,
-    /// Machine-readable code, e.g. `UPLOAD_NOT_FOUND`.
-    pub error: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]

@@ -163,7 +163,7 @@ pub async fn status_doc(services: &Services, upload: &upload::Model) -> ApiResul
         file_key: upload.file_key.clone(),
         provider: upload.provider.to_string(),
         metadata: service::metadata_of(upload),
-        progress: service::progress_of(upload).into(),
+        progress: progress_doc(service::progress_of(upload)),
         urls_ready: upload.urls_ready.max(0) as u32,
         created_at: rfc3339(upload.created_at),
         updated_at: rfc3339(upload.updated_at),
@@ -246,10 +246,7 @@ impl UploadApi {
         let wait = wait_duration(wait.0)?;
         let key = idempotency(idempotency_key.0)?;
         let caller = self.caller(&auth).await?;
-        let accepted = self
-            .services
-            .init(&caller, body.0.into_input(), key)
-            .await?;
+        let accepted = self.services.init(&caller, init_input(body.0), key).await?;
         let finished = self.wait(&accepted, wait).await?;
         let upload = self.services.reload(accepted.upload.id).await?;
         let status = service::status_of(&upload);
@@ -267,7 +264,7 @@ impl UploadApi {
                     resume_token: token_of(&upload),
                     upload_id: upload.storage_upload_id.clone().unwrap_or_default(),
                     file_key: upload.file_key.clone(),
-                    part_urls: parts.into_iter().map(Into::into).collect(),
+                    part_urls: parts.into_iter().map(part_doc).collect(),
                     total_parts: upload.total_parts as u32,
                     part_size: upload.part_size as u64,
                     file_size: upload.file_size as u64,
@@ -328,8 +325,8 @@ impl UploadApi {
                             size: p.size,
                         })
                         .collect(),
-                    remaining_parts: parts.into_iter().map(Into::into).collect(),
-                    progress: service::progress_of(&upload).into(),
+                    remaining_parts: parts.into_iter().map(part_doc).collect(),
+                    progress: progress_doc(service::progress_of(&upload)),
                 })));
             }
             return Err(ApiError::from(AppError::client(
@@ -514,7 +511,7 @@ impl UploadApi {
             .await?;
         Ok(Json(PartsPage {
             success: true,
-            parts: parts.into_iter().map(Into::into).collect(),
+            parts: parts.into_iter().map(part_doc).collect(),
             next_after,
         }))
     }
@@ -546,7 +543,7 @@ impl UploadApi {
             .await?;
         Ok(Json(ProgressResult {
             success: true,
-            progress: service::progress_of(&upload).into(),
+            progress: progress_doc(service::progress_of(&upload)),
         }))
     }
 
