@@ -18,7 +18,7 @@ mod tests;
 
 /// Start an upload. Storage credentials are only needed when the server has none for
 /// the provider (bring-your-own bucket); they are encrypted at rest and never returned.
-#[derive(Object, Serialize, Deserialize)]
+#[derive(Object, Serialize, Deserialize, Default)]
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct InitRequest {

@@ -218,18 +218,8 @@ fn absent_fields_stay_absent() {
         filename: "a.bin".into(),
         file_size: 10,
         content_type: "application/octet-stream".into(),
-        provider: None,
         part_size: Some(5_242_880),
-        metadata: None,
-        s3_access_key: None,
-        s3_secret_key: None,
-        s3_bucket: None,
-        s3_region: None,
-        s3_endpoint: None,
-        r2_access_key: None,
-        r2_secret_key: None,
-        r2_account_id: None,
-        r2_bucket: None,
+        ..Default::default()
     };
     assert_eq!(
         serde_json::to_value(init).unwrap(),
