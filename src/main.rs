@@ -121,26 +121,23 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let doc = server.client()?.status(&token).await?;
             if json {
-                println!("{doc}");
+                println!("{}", doc.json);
             } else {
-                print!("{}", partway_client::format_status(&doc));
+                print!("{}", partway_client::format_status(&doc.doc));
             }
             return Ok(());
         }
         Command::Abort { token, server } => {
-            let answer = server.client()?.abort(&token).await?;
-            println!(
-                "{token}: {}",
-                answer["status"].as_str().unwrap_or("aborted")
-            );
+            let status = server.client()?.abort(&token).await?;
+            println!("{token}: {status}");
             return Ok(());
         }
         Command::Ls { server, json } => {
             let uploads = server.client()?.list().await?;
             if json {
-                println!("{}", serde_json::Value::Array(uploads));
+                println!("{}", uploads.json);
             } else {
-                print!("{}", partway_client::format_table(&uploads));
+                print!("{}", partway_client::format_table(&uploads.doc));
             }
             return Ok(());
         }

@@ -34,7 +34,7 @@ pub async fn status_doc(app: &App, upload: &upload::Model) -> ApiResult<StatusDo
         file_key: upload.file_key.clone(),
         provider: upload.provider.to_string(),
         metadata: serde_json::from_value(upload.metadata.clone()).unwrap_or_default(),
-        progress: progress_of(upload).into(),
+        progress: progress_doc(progress_of(upload)),
         urls_ready: upload.urls_ready.max(0) as u32,
         created_at: rfc3339(upload.created_at),
         updated_at: rfc3339(upload.updated_at),
@@ -58,7 +58,7 @@ pub async fn init_result(app: &App, upload: &upload::Model) -> ApiResult<InitRes
         resume_token: token_of(upload).to_string(),
         upload_id: upload.storage_upload_id.clone().unwrap_or_default(),
         file_key: upload.file_key.clone(),
-        part_urls: parts.into_iter().map(Into::into).collect(),
+        part_urls: parts.into_iter().map(part_doc).collect(),
         total_parts: upload.total_parts as u32,
         part_size: upload.part_size as u64,
         file_size: upload.file_size as u64,
@@ -89,8 +89,8 @@ pub async fn resume_result(app: &App, upload: &upload::Model) -> ApiResult<Resum
                 size: p.size,
             })
             .collect(),
-        remaining_parts: parts.into_iter().map(Into::into).collect(),
-        progress: progress_of(upload).into(),
+        remaining_parts: parts.into_iter().map(part_doc).collect(),
+        progress: progress_doc(progress_of(upload)),
     })
 }
 

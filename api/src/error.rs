@@ -5,6 +5,7 @@ use partway_core::{
     domain::{ErrorCode, ValidationError},
     AppError,
 };
+use partway_protocol::dto::ErrorBody;
 use poem::{
     error::ResponseError,
     http::{header, StatusCode},
@@ -13,19 +14,8 @@ use poem::{
 use poem_openapi::{
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
-    ApiResponse, Object,
+    ApiResponse,
 };
-
-#[derive(Debug, Clone, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct ErrorBody {
-    /// Always false.
-    pub success: bool,
-    /// Machine-readable code, e.g. `UPLOAD_NOT_FOUND`.
-    pub error: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]

@@ -141,7 +141,7 @@ impl UploadApi {
         let wait = Wait::parse(wait.0)?;
         let key = IdempotencyKey::parse(idempotency_key.0)?;
         let caller = caller(&app, &auth).await?;
-        let accepted = app.init(&caller, body.0.into_input(), key).await?;
+        let accepted = app.init(&caller, init_input(body.0), key).await?;
         let settled = app.settle(accepted, wait).await?;
         let upload = &settled.upload;
         if settled.finished {
@@ -354,7 +354,7 @@ impl UploadApi {
             .await?;
         Ok(Json(PartsPage {
             success: true,
-            parts: parts.into_iter().map(Into::into).collect(),
+            parts: parts.into_iter().map(part_doc).collect(),
             next_after,
         }))
     }
@@ -386,7 +386,7 @@ impl UploadApi {
             .await?;
         Ok(Json(ProgressResult {
             success: true,
-            progress: progress_of(&upload).into(),
+            progress: progress_doc(progress_of(&upload)),
         }))
     }
 

@@ -7,7 +7,12 @@ mod util;
 
 use std::{fmt, time::Duration};
 
+use partway_protocol::{
+    dto::{AbortResult, ErrorBody, StatusDoc, TokenRequest, UploadList},
+    ErrorCode,
+};
 use reqwest::{Method, StatusCode};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 pub use upload::{UploadOptions, UploadOutcome};
@@ -27,19 +32,18 @@ pub(crate) enum ApiError {
     },
     /// The server could not be reached (after retries).
     Network(String),
+    /// The server answered with something other than the contract's document.
+    Unexpected(String),
 }
 
 impl ApiError {
-    pub(crate) fn code(&self) -> &str {
-        match self {
-            ApiError::Http { code, .. } => code,
-            ApiError::Network(_) => "",
-        }
+    pub(crate) fn is(&self, code: ErrorCode) -> bool {
+        matches!(self, ApiError::Http { code: c, .. } if c == code.as_str())
     }
     pub(crate) fn status(&self) -> u16 {
         match self {
             ApiError::Http { status, .. } => *status,
-            ApiError::Network(_) => 0,
+            ApiError::Network(_) | ApiError::Unexpected(_) => 0,
         }
     }
 }
@@ -60,7 +64,7 @@ impl fmt::Display for ApiError {
                 code,
                 message,
             } => write!(f, "{status} {code}: {message}"),
-            ApiError::Network(message) => f.write_str(message),
+            ApiError::Network(message) | ApiError::Unexpected(message) => f.write_str(message),
         }
     }
 }
@@ -82,6 +86,29 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
 
 pub(crate) fn backoff(attempt: u32, base_ms: u64) -> Duration {
     Duration::from_millis((base_ms << attempt.saturating_sub(1).min(5)).min(8_000))
+}
+
+/// A document as the server sent it: parsed, and as JSON (`--json` prints that unchanged).
+pub struct Sent<T> {
+    pub doc: T,
+    pub json: Value,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Sent<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = Value::deserialize(deserializer)?;
+        let doc = T::deserialize(&json).map_err(serde::de::Error::custom)?;
+        Ok(Sent { doc, json })
+    }
+}
+
+/// The answer of init, resume, complete and abort: 200 with the operation's result, or
+/// 202 with the status document while its job still runs.
+// One per call: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer<T> {
+    Done(T),
+    Accepted(StatusDoc),
 }
 
 /// A client of one partway server.
@@ -119,23 +146,50 @@ impl Client {
     }
 
     /// `POST /upload/multipart/{action}?wait=60` for one upload (resume, complete, abort).
-    pub(crate) async fn upload_action(
+    pub(crate) async fn upload_action<T: DeserializeOwned>(
         &self,
         action: &str,
         token: &str,
-    ) -> Result<(StatusCode, Value), ApiError> {
-        let body = serde_json::json!({ "resumeToken": token });
-        let path = format!("/upload/multipart/{action}?wait=60");
-        self.api(Method::POST, &path, Some(&body)).await
+    ) -> Result<Answer<T>, ApiError> {
+        let body = TokenRequest {
+            resume_token: token.to_string(),
+        };
+        self.post(&format!("/upload/multipart/{action}?wait=60"), &body)
+            .await
     }
 
-    /// One API call under `/api/v1`, retried on network errors and 5xx.
+    /// A POST whose 200 answer is a `T` and whose 202 answer is the status document.
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Answer<T>, ApiError> {
+        let (status, text) = self.api(Method::POST, path, Some(body)).await?;
+        Ok(if status == StatusCode::ACCEPTED {
+            Answer::Accepted(self.parse(&text)?)
+        } else {
+            Answer::Done(self.parse(&text)?)
+        })
+    }
+
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let (_, text) = self.api(Method::GET, path, None::<&()>).await?;
+        self.parse(&text)
+    }
+
+    fn parse<T: DeserializeOwned>(&self, text: &str) -> Result<T, ApiError> {
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::Unexpected(format!("unexpected answer from {}: {e}", self.base)))
+    }
+
+    /// One API call under `/api/v1`, retried on network errors and 5xx: the status and
+    /// body of a success.
     pub(crate) async fn api(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<(StatusCode, Value), ApiError> {
+        body: Option<&impl Serialize>,
+    ) -> Result<(StatusCode, String), ApiError> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -181,23 +235,18 @@ impl Client {
                 tokio::time::sleep(backoff(attempt, 250)).await;
                 continue;
             }
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if status.is_success() {
-                return Ok((status, value));
+                return Ok((status, text));
             }
-            let code = value["error"].as_str().unwrap_or("HTTP_ERROR").to_string();
-            let message = value["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    let mut t: String = text.chars().take(200).collect();
-                    t = t.replace(['\n', '\r'], " ");
-                    if t.is_empty() {
-                        "no details".into()
-                    } else {
-                        t
-                    }
-                });
+            let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(envelope) => (envelope.error, envelope.message),
+                Err(_) => {
+                    let t: String = text.chars().take(200).collect();
+                    let t = t.replace(['\n', '\r'], " ");
+                    let t = if t.is_empty() { "no details".into() } else { t };
+                    ("HTTP_ERROR".to_string(), t)
+                }
+            };
             return Err(ApiError::Http {
                 status: status.as_u16(),
                 code,
@@ -207,125 +256,111 @@ impl Client {
     }
 
     /// The status document of an upload.
-    pub async fn status(&self, token: &str) -> Result<Value, String> {
-        self.status_doc(token).await.map_err(|e| e.to_string())
-    }
-
-    pub(crate) async fn status_doc(&self, token: &str) -> Result<Value, ApiError> {
+    pub async fn status(&self, token: &str) -> Result<Sent<StatusDoc>, String> {
         let token = util::path_segment(token);
-        self.api(Method::GET, &format!("/upload/multipart/{token}"), None)
+        self.get(&format!("/upload/multipart/{token}"))
             .await
-            .map(|(_, v)| v)
+            .map_err(|e| e.to_string())
     }
 
-    /// Aborts an upload (waits up to 60 s for storage) and forgets its local state.
-    pub async fn abort(&self, token: &str) -> Result<Value, String> {
-        let (_, value) = self
-            .upload_action("abort", token)
+    /// Aborts an upload (waits up to 60 s for storage) and forgets its local state; the
+    /// upload's status (`aborting` when storage took longer).
+    pub async fn abort(&self, token: &str) -> Result<String, String> {
+        let status = match self
+            .upload_action::<AbortResult>("abort", token)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+        {
+            Answer::Done(aborted) => aborted.status,
+            Answer::Accepted(doc) => doc.status,
+        };
         let _ = state::forget_token(token);
-        Ok(value)
+        Ok(status)
     }
 
     /// Every upload of this key's owner, newest first.
-    pub async fn list(&self) -> Result<Vec<Value>, String> {
+    pub async fn list(&self) -> Result<Sent<Vec<StatusDoc>>, String> {
         let mut uploads = Vec::new();
+        let mut json = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
                 Some(c) => format!("/uploads?limit=1000&cursor={}", util::path_segment(c)),
                 None => "/uploads?limit=1000".to_string(),
             };
-            let (_, value) = self
-                .api(Method::GET, &path, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(page) = value["uploads"].as_array() {
-                uploads.extend(page.iter().cloned());
+            let page: Sent<UploadList> = self.get(&path).await.map_err(|e| e.to_string())?;
+            uploads.extend(page.doc.uploads);
+            if let Value::Object(mut sent) = page.json {
+                if let Some(Value::Array(docs)) = sent.remove("uploads") {
+                    json.extend(docs);
+                }
             }
-            match value["nextCursor"].as_str() {
-                Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
-                _ => return Ok(uploads),
+            match page.doc.next_cursor {
+                Some(c) if !c.is_empty() => cursor = Some(c),
+                _ => {
+                    return Ok(Sent {
+                        doc: uploads,
+                        json: Value::Array(json),
+                    })
+                }
             }
         }
     }
 }
 
 /// The `ls` table.
-pub fn format_table(uploads: &[Value]) -> String {
+pub fn format_table(uploads: &[StatusDoc]) -> String {
     let mut out = format!(
         "{:<40}  {:<10}  {:<28}  {:>10}  {:>7}  {}\n",
         "token", "status", "filename", "size", "done", "created"
     );
     for u in uploads {
-        let size = u["fileSize"]
-            .as_u64()
-            .map(|s| indicatif::BinaryBytes(s).to_string())
-            .unwrap_or_default();
-        let pct = u["progress"]["bytesPercentage"]
-            .as_f64()
-            .map(|p| format!("{p:.1}%"))
-            .unwrap_or_default();
-        let created = u["createdAt"]
-            .as_str()
-            .map(|c| c.get(..19).unwrap_or(c).replace('T', " "))
-            .unwrap_or_default();
-        let mut name = u["filename"].as_str().unwrap_or("").to_string();
+        let size = indicatif::BinaryBytes(u.file_size).to_string();
+        let pct = format!("{:.1}%", u.progress.bytes_percentage);
+        let created = u.created_at.get(..19).unwrap_or(&u.created_at);
+        let created = created.replace('T', " ");
+        let mut name = u.filename.clone();
         if name.chars().count() > 28 {
             name = name.chars().take(27).collect::<String>() + "…";
         }
         out.push_str(&format!(
             "{:<40}  {:<10}  {:<28}  {:>10}  {:>7}  {}\n",
-            u["resumeToken"].as_str().unwrap_or(""),
-            u["status"].as_str().unwrap_or(""),
-            name,
-            size,
-            pct,
-            created
+            u.resume_token, u.status, name, size, pct, created
         ));
     }
     out
 }
 
 /// The `status` summary.
-pub fn format_status(doc: &Value) -> String {
-    let s = |k: &str| doc[k].as_str().unwrap_or("-").to_string();
-    let bytes = |v: &Value| {
-        v.as_u64()
-            .map(|b| indicatif::BinaryBytes(b).to_string())
-            .unwrap_or_else(|| "-".into())
-    };
-    let p = &doc["progress"];
+pub fn format_status(doc: &StatusDoc) -> String {
+    let bytes = |b: u64| indicatif::BinaryBytes(b).to_string();
+    let p = &doc.progress;
     let mut out = String::new();
-    out.push_str(&format!("token     {}\n", s("resumeToken")));
-    out.push_str(&format!("status    {}\n", s("status")));
+    out.push_str(&format!("token     {}\n", doc.resume_token));
+    out.push_str(&format!("status    {}\n", doc.status));
     out.push_str(&format!(
         "file      {} ({}, {})\n",
-        s("filename"),
-        bytes(&doc["fileSize"]),
-        s("contentType")
+        doc.filename,
+        bytes(doc.file_size),
+        doc.content_type
     ));
     out.push_str(&format!(
         "progress  {}/{} parts, {} of {} ({}%)\n",
-        p["uploaded"],
-        p["total"],
-        bytes(&p["uploadedBytes"]),
-        bytes(&p["totalBytes"]),
-        p["bytesPercentage"]
+        p.uploaded,
+        p.total,
+        bytes(p.uploaded_bytes),
+        bytes(p.total_bytes),
+        // As JSON writes it (`100.0`), as this line always showed it.
+        Value::from(p.bytes_percentage)
     ));
-    out.push_str(&format!("key       {}\n", s("fileKey")));
-    out.push_str(&format!("created   {}\n", s("createdAt")));
-    out.push_str(&format!("expires   {}\n", s("expiresAt")));
-    if let Some(url) = doc["url"].as_str() {
+    out.push_str(&format!("key       {}\n", doc.file_key));
+    out.push_str(&format!("created   {}\n", doc.created_at));
+    out.push_str(&format!("expires   {}\n", doc.expires_at));
+    if let Some(url) = &doc.url {
         out.push_str(&format!("url       {url}\n"));
     }
-    if doc["lastError"].is_object() {
-        out.push_str(&format!(
-            "error     {}: {}\n",
-            doc["lastError"]["code"].as_str().unwrap_or(""),
-            doc["lastError"]["message"].as_str().unwrap_or("")
-        ));
+    if let Some(error) = &doc.last_error {
+        out.push_str(&format!("error     {}: {}\n", error.code, error.message));
     }
     out
 }

@@ -14,11 +14,18 @@ use std::{
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use partway_protocol::{
+    dto::{
+        CompleteResult, InitRequest, InitResult, PartDoc, PartReport, ResumeResult, StatusDoc,
+        UploadList,
+    },
+    ErrorCode, UploadStatus,
+};
 use reqwest::{header, Method};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::{backoff, chain, state, util, ApiError, Client};
+use crate::{backoff, chain, state, util, Answer, ApiError, Client};
 
 /// Tries per part PUT on network errors and 5xx.
 const PART_TRIES: u32 = 6;
@@ -98,40 +105,34 @@ struct Part {
 /// Parts still to upload, with their URLs.
 struct Plan {
     token: String,
-    file_key: String,
     total_parts: u64,
     parts: Vec<Part>,
     urls: HashMap<u64, String>,
     uploaded_bytes: u64,
 }
 
-fn parts_of(list: &Value) -> (Vec<Part>, HashMap<u64, String>) {
+fn parts_of(docs: Vec<PartDoc>) -> (Vec<Part>, HashMap<u64, String>) {
     let mut parts = Vec::new();
     let mut urls = HashMap::new();
-    for p in list.as_array().into_iter().flatten() {
-        let (Some(number), Some(start), Some(size), Some(url)) = (
-            p["partNumber"].as_u64(),
-            p["start"].as_u64(),
-            p["size"].as_u64(),
-            p["url"].as_str(),
-        ) else {
-            continue;
-        };
+    for p in docs {
+        let number = u64::from(p.part_number);
         parts.push(Part {
             number,
-            start,
-            size,
+            start: p.start,
+            size: p.size,
         });
-        urls.insert(number, url.to_string());
+        urls.insert(number, p.url);
     }
     parts.sort_by_key(|p| p.number);
     (parts, urls)
 }
 
+// One per call: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Resumed {
     Plan(Plan),
     /// The upload had already been completed (the previous run died after complete).
-    Completed(Value),
+    Completed(StatusDoc),
     /// Gone (expired, aborted, failed, unknown): start over.
     Gone(String),
 }
@@ -208,7 +209,7 @@ impl Client {
                 }
                 Resumed::Completed(doc) => {
                     let _ = state::remove(&state_key);
-                    return Ok(outcome(&doc, size, true, 0, 0, 0, started));
+                    return Ok(outcome(Completed::Status(doc), true, 0, 0, 0, started));
                 }
                 Resumed::Gone(why) => {
                     say(
@@ -267,12 +268,11 @@ impl Client {
         let transfer_elapsed = transfer_started.elapsed();
         pb.set_message("completing…");
 
-        let doc = self.complete(&plan.token).await?;
+        let completed = self.complete(&plan.token).await?;
         pb.finish_and_clear();
         let _ = state::remove(&state_key);
         let mut result = outcome(
-            &doc,
-            size,
+            completed,
             resumed,
             parts_to_send,
             transfer.bytes.load(Ordering::Relaxed),
@@ -280,9 +280,6 @@ impl Client {
             started,
         );
         result.transfer = transfer_elapsed;
-        if result.file_key.is_empty() {
-            result.file_key = plan.file_key;
-        }
         Ok(result)
     }
 
@@ -295,30 +292,28 @@ impl Client {
         fingerprint: &str,
         state_key: &str,
     ) -> Result<Plan, String> {
-        let mut body = json!({
-            "filename": filename,
-            "fileSize": size,
-            "contentType": util::content_type_for(path),
-            "metadata": {FINGERPRINT_KEY: fingerprint},
-        });
-        if let Some(part_size) = part_size {
-            body["partSize"] = json!(part_size);
-        }
-        let (status, value) = self
-            .api(Method::POST, "/upload/multipart/init?wait=60", Some(&body))
+        let body = InitRequest {
+            filename: filename.to_string(),
+            file_size: size,
+            content_type: util::content_type_for(path).to_string(),
+            part_size,
+            metadata: Some([(FINGERPRINT_KEY.to_string(), fingerprint.to_string())].into()),
+            ..Default::default()
+        };
+        let answer = self
+            .post::<InitResult>("/upload/multipart/init?wait=60", &body)
             .await
             .map_err(|e| format!("starting the upload failed: {e}"))?;
-        let token = value["resumeToken"]
-            .as_str()
-            .ok_or("starting the upload failed: the answer has no resumeToken")?
-            .to_string();
+        let token = match &answer {
+            Answer::Done(init) => init.resume_token.clone(),
+            Answer::Accepted(doc) => doc.resume_token.clone(),
+        };
         // Written right away: from here on an interrupted run resumes this upload.
         self.remember(state_key, &token)?;
-        if status == reqwest::StatusCode::OK && value["partUrls"].is_array() {
-            let (parts, urls) = parts_of(&value["partUrls"]);
+        if let Answer::Done(init) = answer {
+            let (parts, urls) = parts_of(init.part_urls);
             return Ok(Plan {
-                total_parts: value["totalParts"].as_u64().unwrap_or(parts.len() as u64),
-                file_key: value["fileKey"].as_str().unwrap_or("").to_string(),
+                total_parts: init.total_parts.into(),
                 token,
                 parts,
                 urls,
@@ -355,49 +350,47 @@ impl Client {
             "/uploads?limit=20&metadata={}",
             util::path_segment(&format!("{FINGERPRINT_KEY}:{fingerprint}"))
         );
-        let (_, list) = self
-            .api(Method::GET, &path, None)
+        let list: UploadList = self
+            .get(&path)
             .await
             .map_err(|e| format!("looking for an unfinished upload of this file failed: {e}"))?;
-        Ok(list["uploads"]
-            .as_array()
+        Ok(list
+            .uploads
             .into_iter()
-            .flatten()
             .find(|u| {
-                u["fileSize"].as_u64() == Some(size)
+                u.file_size == size
                     && matches!(
-                        u["status"].as_str(),
-                        Some("initiating" | "active" | "paused")
+                        u.upload_status(),
+                        Some(
+                            UploadStatus::Initiating | UploadStatus::Active | UploadStatus::Paused
+                        )
                     )
             })
-            .and_then(|u| u["resumeToken"].as_str())
-            .map(str::to_string))
+            .map(|u| u.resume_token))
     }
 
     /// Resume: what storage holds and fresh URLs for the rest.
     async fn resume_plan(&self, token: &str) -> Result<Resumed, String> {
         for _ in 0..5 {
-            match self.upload_action("resume", token).await {
-                Ok((_, value)) if value["remainingParts"].is_array() => {
-                    let (parts, urls) = parts_of(&value["remainingParts"]);
+            match self.upload_action::<ResumeResult>("resume", token).await {
+                Ok(Answer::Done(resumed)) => {
+                    let (parts, urls) = parts_of(resumed.remaining_parts);
                     return Ok(Resumed::Plan(Plan {
                         token: token.to_string(),
-                        file_key: value["fileKey"].as_str().unwrap_or("").to_string(),
-                        total_parts: value["totalParts"].as_u64().unwrap_or(0),
-                        uploaded_bytes: value["progress"]["uploadedBytes"].as_u64().unwrap_or(0),
+                        total_parts: resumed.total_parts.into(),
+                        uploaded_bytes: resumed.progress.uploaded_bytes,
                         parts,
                         urls,
                     }));
                 }
                 // 202: the resume job outlived the wait; poll, then ask again.
-                Ok(_) => {}
-                Err(e) if e.code() == "UPLOAD_ALREADY_COMPLETED" => {
-                    let doc = self.status_doc(token).await.map_err(|e| e.to_string())?;
-                    return Ok(Resumed::Completed(doc));
+                Ok(Answer::Accepted(_)) => {}
+                Err(e) if e.is(ErrorCode::UploadAlreadyCompleted) => {
+                    return Ok(Resumed::Completed(self.status(token).await?.doc));
                 }
-                Err(e) if e.code() == "UPLOAD_NOT_READY" => {}
+                Err(e) if e.is(ErrorCode::UploadNotReady) => {}
                 Err(e)
-                    if e.status() == 404 || e.status() == 410 || e.code() == "UPLOAD_ABORTED" =>
+                    if e.status() == 404 || e.status() == 410 || e.is(ErrorCode::UploadAborted) =>
                 {
                     return Ok(Resumed::Gone(match e {
                         ApiError::Http { code, .. } => code.to_lowercase().replace('_', " "),
@@ -407,10 +400,10 @@ impl Client {
                 Err(e) => return Err(format!("resuming upload {token} failed: {e}")),
             }
             let doc = self.settle(token).await?;
-            match doc["status"].as_str().unwrap_or("") {
-                "completed" => return Ok(Resumed::Completed(doc)),
-                "active" | "paused" => {}
-                other => return Ok(Resumed::Gone(other.to_string())),
+            match doc.upload_status() {
+                Some(UploadStatus::Completed) => return Ok(Resumed::Completed(doc)),
+                Some(UploadStatus::Active | UploadStatus::Paused) => {}
+                _ => return Ok(Resumed::Gone(doc.status)),
             }
         }
         Err(format!(
@@ -419,17 +412,20 @@ impl Client {
     }
 
     /// Polls the status document until the upload is neither initiating nor completing.
-    async fn settle(&self, token: &str) -> Result<Value, String> {
+    async fn settle(&self, token: &str) -> Result<StatusDoc, String> {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         loop {
-            let doc = self.status_doc(token).await.map_err(|e| e.to_string())?;
-            let status = doc["status"].as_str().unwrap_or("");
-            if !matches!(status, "initiating" | "completing") {
+            let doc = self.status(token).await?.doc;
+            if !matches!(
+                doc.upload_status(),
+                Some(UploadStatus::Initiating | UploadStatus::Completing)
+            ) {
                 return Ok(doc);
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "upload {token} is still {status} after {SETTLE_DEADLINE:?}"
+                    "upload {token} is still {} after {SETTLE_DEADLINE:?}",
+                    doc.status
                 ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -437,46 +433,70 @@ impl Client {
     }
 
     /// Complete with the parts storage lists; polls when the job outlives the wait.
-    async fn complete(&self, token: &str) -> Result<Value, String> {
-        let (_, value) = self
-            .upload_action("complete", token)
+    async fn complete(&self, token: &str) -> Result<Completed, String> {
+        let answer = self
+            .upload_action::<CompleteResult>("complete", token)
             .await
             .map_err(|e| format!("completing upload {token} failed: {e}"))?;
-        if value["status"] == "completed" {
-            return Ok(value);
+        if let Answer::Done(result) = answer {
+            return Ok(Completed::Answer(result));
         }
         let doc = self.settle(token).await?;
-        match doc["status"].as_str() {
-            Some("completed") => Ok(doc),
-            other => {
-                let why = doc["lastError"]["message"].as_str().unwrap_or("");
-                Err(format!(
-                    "completing upload {token} failed: it is {} {why}",
-                    other.unwrap_or("unknown")
-                ))
-            }
+        if doc.upload_status() == Some(UploadStatus::Completed) {
+            return Ok(Completed::Status(doc));
         }
+        let why = doc.last_error.as_ref().map_or("", |e| e.message.as_str());
+        Err(format!(
+            "completing upload {token} failed: it is {} {why}",
+            doc.status
+        ))
     }
 }
 
+/// A completed upload: complete's answer, or the status document once a complete that
+/// outlived the wait (or an earlier run) finished it.
+enum Completed {
+    Answer(CompleteResult),
+    Status(StatusDoc),
+}
+
 fn outcome(
-    doc: &Value,
-    size: u64,
+    completed: Completed,
     resumed: bool,
     parts: u64,
     bytes: u64,
     refreshes: u32,
     started: Instant,
 ) -> UploadOutcome {
-    let s = |k: &str| doc[k].as_str().unwrap_or("").to_string();
+    let (resume_token, status, file_key, url, download_url, file_size, total_parts) =
+        match completed {
+            Completed::Answer(r) => (
+                r.resume_token,
+                r.status,
+                r.file_key,
+                r.url,
+                Some(r.download_url),
+                r.file_size,
+                r.total_parts,
+            ),
+            Completed::Status(d) => (
+                d.resume_token,
+                d.status,
+                d.file_key,
+                d.url.unwrap_or_default(),
+                d.download_url,
+                d.file_size,
+                d.total_parts,
+            ),
+        };
     UploadOutcome {
-        resume_token: s("resumeToken"),
-        status: s("status"),
-        file_key: s("fileKey"),
-        url: s("url"),
-        download_url: doc["downloadUrl"].as_str().map(str::to_string),
-        file_size: doc["fileSize"].as_u64().unwrap_or(size),
-        total_parts: doc["totalParts"].as_u64().unwrap_or(0),
+        resume_token,
+        status,
+        file_key,
+        url,
+        download_url,
+        file_size,
+        total_parts: total_parts.into(),
         resumed,
         parts_uploaded: parts,
         bytes_uploaded: bytes,
@@ -584,7 +604,10 @@ impl Transfer<'_> {
                 Err(PutError::Fatal(why)) => return Err(format!("part {n}: {why}")),
             }
         };
-        let body = json!({ "etag": etag, "size": part.size });
+        let body = PartReport {
+            etag,
+            size: part.size,
+        };
         let token = util::path_segment(&self.token);
         self.client
             .api(
@@ -606,24 +629,23 @@ impl Transfer<'_> {
         if book.generation != seen_generation {
             return Ok(());
         }
-        let (_, value) = self
+        let answer = self
             .client
-            .upload_action("resume", &self.token)
+            .upload_action::<ResumeResult>("resume", &self.token)
             .await
             .map_err(|e| format!("fetching fresh part URLs failed: {e}"))?;
-        if !value["remainingParts"].is_array() {
+        let Answer::Done(resumed) = answer else {
             // 202: the job outlived the wait; the next 403 asks again.
             book.generation += 1;
             return Ok(());
-        }
-        let (_, urls) = parts_of(&value["remainingParts"]);
+        };
+        let (_, urls) = parts_of(resumed.remaining_parts);
         let fresh = urls.len();
         book.urls = urls;
-        book.stored = value["uploadedParts"]
-            .as_array()
+        book.stored = resumed
+            .uploaded_parts
             .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p["partNumber"].as_u64()?, p["etag"].as_str()?.to_string())))
+            .map(|p| (p.part_number.into(), p.etag))
             .collect();
         book.generation += 1;
         self.refreshes.fetch_add(1, Ordering::Relaxed);

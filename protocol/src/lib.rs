@@ -1,6 +1,8 @@
 //! partway's HTTP contract as types (DESIGN §3): the error codes, the upload statuses
-//! and their machine, providers and resume tokens. Shared by the server, the client
-//! and the tests so that none of them spells the contract by hand.
+//! and their machine, providers, resume tokens, and the request and response documents
+//! ([`dto`]). Shared by the server, the client and the tests so that none of them spells
+//! the contract by hand.
+pub mod dto;
 mod error;
 mod provider;
 mod status;

@@ -1,0 +1,299 @@
+//! The request and response documents of the HTTP contract (camelCase JSON).
+//!
+//! Each derives `poem_openapi::Object`, which is the spec's schema (the doc comments are
+//! its descriptions), and serde, so a client can send and parse them. The two must put
+//! the same JSON on the wire: a response field that `#[oai(skip_serializing_if_is_none)]`
+//! leaves out is also `skip_serializing_if` for serde, any other `None` is `null` in
+//! both (the tests compare them). Request bodies are parsed by serde on the server; their
+//! `None` fields are left out rather than sent as `null`.
+use std::collections::BTreeMap;
+
+use poem_openapi::Object;
+use serde::{Deserialize, Serialize};
+
+use crate::UploadStatus;
+
+#[cfg(test)]
+mod tests;
+
+/// Start an upload. Storage credentials are only needed when the server has none for
+/// the provider (bring-your-own bucket); they are encrypted at rest and never returned.
+#[derive(Object, Serialize, Deserialize, Default)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct InitRequest {
+    /// Original file name (no path separators).
+    pub filename: String,
+    /// Size in bytes, 1 ..= the provider's maximum.
+    pub file_size: u64,
+    pub content_type: String,
+    /// `S3` or `R2`; default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Bytes per part (5 MiB ..= 5 GiB, at most 10,000 parts); default: the smallest
+    /// whole MiB that fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<u64>,
+    /// String → string, at most 2 KiB in all; stored as object metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(write_only)]
+    pub s3_secret_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// S3-compatible endpoint URL (MinIO, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[oai(write_only)]
+    pub r2_secret_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2_account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r2_bucket: Option<String>,
+}
+
+/// Names an upload by its resume token.
+#[derive(Object, Serialize, Deserialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    /// `mpu_<uuid>` from init.
+    pub resume_token: String,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct CompletePart {
+    pub part_number: u32,
+    /// The ETag header storage returned for the part's PUT (quotes optional).
+    pub etag: String,
+}
+
+#[derive(Object, Serialize, Deserialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    pub resume_token: String,
+    /// Every part with its ETag; omit to complete with what storage lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<CompletePart>>,
+}
+
+/// What the client got back from storage for one part's PUT.
+#[derive(Object, Serialize, Deserialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct PartReport {
+    pub etag: String,
+    pub size: u64,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressDoc {
+    pub uploaded: u32,
+    pub total: u32,
+    pub percentage: f64,
+    pub uploaded_bytes: u64,
+    pub total_bytes: u64,
+    pub bytes_percentage: f64,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct LastErrorDoc {
+    pub code: String,
+    pub message: String,
+}
+
+/// The status document of one upload.
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDoc {
+    pub success: bool,
+    pub resume_token: String,
+    /// initiating, active, paused, completing, completed, failed, aborting, aborted, expired.
+    pub status: String,
+    pub filename: String,
+    pub content_type: String,
+    pub file_size: u64,
+    pub part_size: u64,
+    pub total_parts: u32,
+    pub file_key: String,
+    pub provider: String,
+    /// The metadata given at init.
+    pub metadata: BTreeMap<String, String>,
+    pub progress: ProgressDoc,
+    /// Parts that have a presigned URL ready or are already uploaded; equal to
+    /// totalParts when every part you still need has a URL.
+    pub urls_ready: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Presigned GET, fresh on every read.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastErrorDoc>,
+}
+
+impl StatusDoc {
+    /// `status` as the contract's enum; `None` for a status this version does not know.
+    pub fn upload_status(&self) -> Option<UploadStatus> {
+        self.status.parse().ok()
+    }
+}
+
+/// A part to upload: a plain `PUT` of bytes `start..=end` to `url` stores it and
+/// answers its `ETag` header.
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct PartDoc {
+    pub part_number: u32,
+    pub url: String,
+    pub size: u64,
+    pub start: u64,
+    pub end: u64,
+    pub expires_at: String,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct InitResult {
+    pub success: bool,
+    pub resume_token: String,
+    /// Storage's multipart UploadId.
+    pub upload_id: String,
+    pub file_key: String,
+    pub part_urls: Vec<PartDoc>,
+    pub total_parts: u32,
+    pub part_size: u64,
+    pub file_size: u64,
+    /// Seconds the part URLs stay valid.
+    pub expires_in: u64,
+    /// When the upload itself expires.
+    pub expires_at: String,
+    pub status: String,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedPartDoc {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeResult {
+    pub success: bool,
+    pub resume_token: String,
+    pub upload_id: String,
+    pub file_key: String,
+    pub filename: String,
+    pub total_parts: u32,
+    pub part_size: u64,
+    /// What storage lists, with storage's sizes.
+    pub uploaded_parts: Vec<UploadedPartDoc>,
+    /// Every part still missing, with a fresh URL.
+    pub remaining_parts: Vec<PartDoc>,
+    pub progress: ProgressDoc,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteResult {
+    pub success: bool,
+    pub resume_token: String,
+    pub status: String,
+    pub url: String,
+    pub download_url: String,
+    pub file_key: String,
+    pub filename: String,
+    pub file_size: u64,
+    pub etag: String,
+    pub location: String,
+    pub provider: String,
+    pub bucket: String,
+    pub total_parts: u32,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct AbortResult {
+    pub success: bool,
+    pub resume_token: String,
+    pub status: String,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct PartsPage {
+    pub success: bool,
+    pub parts: Vec<PartDoc>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<u32>,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressResult {
+    pub success: bool,
+    pub progress: ProgressDoc,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct UploadList {
+    pub success: bool,
+    pub uploads: Vec<StatusDoc>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+pub struct HealthDoc {
+    pub status: String,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always false.
+    pub success: bool,
+    /// Machine-readable code, e.g. `UPLOAD_NOT_FOUND`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
