@@ -1,10 +1,8 @@
 //! Bad input answered with its code in the envelope, nothing written; part URLs that
 //! were tampered with or expired are refused by the embedded endpoint; 10,000 parts.
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

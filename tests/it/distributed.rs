@@ -1,11 +1,9 @@
 //! The distributed mode with real services: `partway-api` + two `partway-worker`
 //! processes, PostgreSQL, RabbitMQ, Redis and an S3 endpoint (moto), all started
 //! by `scripts/test`. Each test gets its own database, queue names and bucket.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{cluster::Cluster, *};
+use crate::common::{cluster::Cluster, *};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -136,7 +134,7 @@ async fn events_stream_status_documents_until_completion() {
 
 #[tokio::test]
 async fn metrics_count_requests_jobs_and_uploads() {
-    let port = common::private::free_port();
+    let port = crate::common::private::free_port();
     let metrics_bind = vec![("PARTWAY_METRICS_BIND".into(), format!("127.0.0.1:{port}"))];
     let Some(cluster) = Cluster::start_with(1, metrics_bind).await else {
         return;

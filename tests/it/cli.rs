@@ -1,14 +1,12 @@
 //! The `partway upload|status|abort|ls` client against the all-in-one service, run as the
 //! real binary.
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Output,
     time::{Duration, Instant},
 };
 
-use common::{sha256, test_bytes, TestApp, MIB};
+use crate::common::{sha256, test_bytes, TestApp, MIB};
 use serde_json::Value;
 use tokio::process::Command;
 

@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The validator binary. The rule of `tests/common::required_service`, kept here so this test
-/// does not build the HTTP test harness: in CI (PARTWAY_REQUIRE_SERVICES=1) a missing binary
-/// fails the test; locally it skips.
+/// The validator binary, by the rule of `common::required_service` (in CI,
+/// PARTWAY_REQUIRE_SERVICES=1, a missing binary fails the test; locally it skips), with
+/// messages that name the command that installs it.
 fn compose_bin() -> Option<PathBuf> {
     const VAR: &str = "PARTWAY_TEST_COMPOSE_BIN";
     match std::env::var(VAR) {

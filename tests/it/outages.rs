@@ -1,10 +1,8 @@
 //! Dependencies going away and coming back, with the distributed cluster: nothing is
 //! lost, answers stay correct (or are a clean 503), and it recovers without restarts.
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{cluster::Cluster, private::PrivateService, *};
+use crate::common::{cluster::Cluster, private::PrivateService, *};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -1,8 +1,6 @@
 //! End to end over HTTP against the all-in-one service: real presigned PUTs to the
 //! embedded S3 endpoint, real SQLite (and PostgreSQL when the test command provides it).
-mod common;
-
-use common::*;
+use crate::common::*;
 use partway_core::store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,13 +1,11 @@
 //! The spec in the repo matches the code, `partway keys` works beside a running
 //! service, expired uploads are swept, migrations run on PostgreSQL.
-mod common;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use partway_core::store::Store;
 use reqwest::StatusCode;
 use serde_json::json;

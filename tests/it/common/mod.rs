@@ -1,6 +1,5 @@
 //! Starts the all-in-one service on port 0 with a temp data dir and talks to it over
 //! HTTP, like a client.
-#![allow(dead_code)]
 pub mod cluster;
 pub mod private;
 use std::{path::PathBuf, time::Duration};
