@@ -172,3 +172,71 @@ pub fn to_envelope(err: poem::Error) -> Response {
     };
     envelope(code, &message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> (u16, serde_json::Value) {
+        let status = response.status().as_u16();
+        let text = response.into_body().into_string().await.expect("body");
+        (status, serde_json::from_str(&text).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn use_case_errors_keep_their_code_and_hide_internals() {
+        let client = ApiError::from(AppError::client(ErrorCode::UploadExpired, "expired"));
+        assert_eq!(
+            body_of(client.as_response()).await,
+            (
+                410,
+                serde_json::json!({"success": false, "error": "UPLOAD_EXPIRED", "message": "expired"})
+            )
+        );
+        let internal = ApiError::from(AppError::Internal(
+            "database: relation \"uploads\" at db.internal:5432".into(),
+        ));
+        let (status, body) = body_of(internal.as_response()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (500, Some("INTERNAL_ERROR"))
+        );
+        assert!(!body.to_string().contains("db.internal"), "{body}");
+        let down = ApiError::from(AppError::Unavailable("storage: 10.0.0.7 refused".into()));
+        let (status, body) = body_of(down.as_response()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("SERVICE_UNAVAILABLE"))
+        );
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn framework_errors_become_envelopes() {
+        let (status, body) =
+            body_of(to_envelope(poem::Error::from_status(StatusCode::NOT_FOUND))).await;
+        assert_eq!((status, body["error"].as_str()), (404, Some("NOT_FOUND")));
+        let (status, body) = body_of(to_envelope(poem::Error::from_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+        )))
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (405, Some("METHOD_NOT_ALLOWED"))
+        );
+        let (status, body) = body_of(to_envelope(poem::Error::from_status(
+            StatusCode::BAD_GATEWAY,
+        )))
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["message"].as_str()),
+            (500, Some("INTERNAL_ERROR"), Some("internal error"))
+        );
+        let validation = ValidationError::new(ErrorCode::InvalidParameter, "limit must be …");
+        let (status, body) = body_of(ApiError::from(validation).as_response()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("INVALID_PARAMETER"))
+        );
+    }
+}

@@ -482,3 +482,93 @@ impl ObjectStorage for S3Storage {
         format!("{}/{}", self.object_base_url, key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::{
+        error::ErrorMetadata, operation::complete_multipart_upload::CompleteMultipartUploadError,
+        primitives::SdkBody,
+    };
+
+    use super::*;
+
+    /// What storage answered: an HTTP status and, when it sent one, an error code.
+    fn answered(status: u16, code: Option<&str>, message: &str) -> StorageError {
+        let mut meta = ErrorMetadata::builder().message(message);
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        let err = CompleteMultipartUploadError::generic(meta.build());
+        let raw = HttpResponse::new(status.try_into().expect("status"), SdkBody::empty());
+        classify(SdkError::service_error(err, raw))
+    }
+
+    #[test]
+    fn storage_answers_are_classified() {
+        assert!(matches!(
+            answered(404, Some("NoSuchUpload"), "gone"),
+            StorageError::NoSuchUpload
+        ));
+        for code in INVALID_PART_CODES {
+            match answered(400, Some(code), "bad part 2") {
+                StorageError::InvalidParts(reason) => {
+                    assert_eq!(reason, format!("{code}: bad part 2"))
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            answered(503, Some("ServiceUnavailable"), ""),
+            StorageError::Unavailable(r) if r == "ServiceUnavailable"
+        ));
+        assert!(matches!(
+            answered(503, Some("SlowDown"), "reduce"),
+            StorageError::Unavailable(_)
+        ));
+        assert!(matches!(
+            answered(429, None, ""),
+            StorageError::Unavailable(_)
+        ));
+        assert!(matches!(
+            answered(403, Some("AccessDenied"), "no"),
+            StorageError::Rejected(r) if r == "AccessDenied: no"
+        ));
+        // A bare answer without an XML body is named by its status.
+        assert!(matches!(
+            answered(404, None, ""),
+            StorageError::Rejected(r) if r == "HTTP 404"
+        ));
+    }
+
+    #[test]
+    fn transport_failures_are_worth_retrying() {
+        let timeout: SdkError<CompleteMultipartUploadError, HttpResponse> =
+            SdkError::timeout_error("slow");
+        assert!(matches!(classify(timeout), StorageError::Unavailable(r) if r == "timeout"));
+        let refused: SdkError<CompleteMultipartUploadError, HttpResponse> =
+            SdkError::dispatch_failure(aws_sdk_s3::error::ConnectorError::io("refused".into()));
+        assert!(matches!(
+            classify(refused),
+            StorageError::Unavailable(r) if r == "could not connect"
+        ));
+    }
+
+    #[test]
+    fn rotated_credentials_get_another_client() {
+        let target = |secret: &str| {
+            StorageTarget::with_credentials(
+                Provider::S3,
+                "bucket".into(),
+                "us-east-1".into(),
+                Some("http://127.0.0.1:9".into()),
+                StorageCredentials {
+                    access_key_id: "AK".into(),
+                    secret_access_key: secret.into(),
+                },
+            )
+        };
+        assert_eq!(target("one").cache_key(), target("one").cache_key());
+        assert_ne!(target("one").cache_key(), target("two").cache_key());
+        assert!(!format!("{:?}", target("very-secret")).contains("very-secret"));
+    }
+}

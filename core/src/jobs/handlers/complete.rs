@@ -355,4 +355,41 @@ mod tests {
         assert_eq!(back.status, UploadStatus::Active);
         assert_eq!(last_error(&back).0, Some(ErrorCode::ServiceUnavailable));
     }
+
+    #[tokio::test]
+    async fn named_parts_of_an_upload_storage_lost_fail_and_a_list_outage_is_retried() {
+        let t = TestApp::new().await;
+        let (token, upload) = t.active_upload(FILE, PART).await;
+        let named = t.put_parts(&upload, 1..=3);
+        t.storage.lose_upload(&TestApp::storage_upload_id(&upload));
+        t.app
+            .complete(&t.caller, &token, Some(named))
+            .await
+            .unwrap();
+        t.run_jobs().await;
+        assert_eq!(
+            t.app.reload(upload.id).await.unwrap().status,
+            UploadStatus::Failed
+        );
+
+        let (token, upload) = t.active_upload(FILE, PART).await;
+        t.put_parts(&upload, 1..=3);
+        t.storage.fail_next(
+            StorageCall::ListParts,
+            StorageError::Unavailable("reset".into()),
+        );
+        let job = t
+            .app
+            .complete(&t.caller, &token, None)
+            .await
+            .unwrap()
+            .job_id
+            .unwrap();
+        let run = t.app.process_job(job, false).await.unwrap();
+        assert!(matches!(run, JobRun::RetryAfter(_)), "{run:?}");
+        assert_eq!(
+            t.app.reload(upload.id).await.unwrap().status,
+            UploadStatus::Completing
+        );
+    }
 }

@@ -60,3 +60,63 @@ impl App {
         self.presign_into_cache(&upload, &storage, &all, 0).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        domain::{ErrorCode, UploadStatus, MIB},
+        ports::{JobRun, StorageError},
+        testing::{StorageCall, TestApp},
+    };
+
+    #[tokio::test]
+    async fn init_creates_the_storage_upload_and_presigns_every_part() {
+        let t = TestApp::new().await;
+        let (_, upload) = t.active_upload(12 * MIB, 5 * MIB).await;
+        assert_eq!(upload.status, UploadStatus::Active);
+        assert_eq!(upload.urls_ready, 3);
+        assert!(t.storage.has_upload(&TestApp::storage_upload_id(&upload)));
+    }
+
+    #[tokio::test]
+    async fn storage_refusing_the_upload_fails_it_and_an_outage_is_retried() {
+        let t = TestApp::new().await;
+        t.storage.fail_next(
+            StorageCall::Create,
+            StorageError::Unavailable("timeout".into()),
+        );
+        let input = crate::usecases::InitInput {
+            filename: "a.bin".into(),
+            file_size: 12 * MIB,
+            content_type: "application/octet-stream".into(),
+            provider: None,
+            part_size: None,
+            metadata: Default::default(),
+            credentials: Default::default(),
+        };
+        let accepted = t.app.init(&t.caller, input.clone(), None).await.unwrap();
+        let job = accepted.job_id.unwrap();
+        let run = t.app.process_job(job, false).await.unwrap();
+        assert!(matches!(run, JobRun::RetryAfter(_)), "{run:?}");
+        let waiting = t.app.reload(accepted.upload.id).await.unwrap();
+        assert_eq!(waiting.status, UploadStatus::Initiating);
+
+        t.storage.fail_next(
+            StorageCall::Create,
+            StorageError::Rejected("AccessDenied: no".into()),
+        );
+        let refused = t.app.init(&t.caller, input, None).await.unwrap();
+        let run = t
+            .app
+            .process_job(refused.job_id.unwrap(), false)
+            .await
+            .unwrap();
+        assert!(matches!(run, JobRun::GaveUp(_)), "{run:?}");
+        let failed = t.app.reload(refused.upload.id).await.unwrap();
+        assert_eq!(failed.status, UploadStatus::Failed);
+        assert_eq!(
+            failed.last_error_code.as_deref(),
+            Some(ErrorCode::ServiceUnavailable.as_str())
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! The `partway` command line: the all-in-one service (the default), its admin
+//! commands (migrate, keys, openapi) and the client commands (upload, status, abort, ls).
+use clap::{Parser, Subcommand};
+use partway::{connect_database, migrate, Application};
+use partway_core::{auth, config::Config};
+
+/// partway: resumable multipart uploads to S3-compatible storage.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the all-in-one service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Print the OpenAPI spec (YAML).
+    Openapi,
+    /// Upload a file (resumable: run the same command again after an interruption).
+    Upload(UploadArgs),
+    /// Show an upload's status.
+    Status {
+        /// The resume token (mpu_…).
+        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort an upload.
+    Abort {
+        /// The resume token (mpu_…).
+        token: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List your uploads, newest first.
+    Ls {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the uploads as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the partway server is, and the API key.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Base URL of the partway server.
+    #[arg(long, env = "PARTWAY_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API key.
+    #[arg(long, env = "PARTWAY_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<partway_client::Client> {
+        partway_client::Client::new(&self.server, self.key.as_deref().unwrap_or(""))
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct UploadArgs {
+    /// The file to upload.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Parts in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
+    /// Part size, e.g. 8MiB (plain numbers are bytes); the server chooses when omitted.
+    #[arg(long, value_parser = partway_client::parse_size)]
+    part_size: Option<u64>,
+    /// Print one JSON object describing the upload as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Test hook: sleep this long before each part.
+    #[arg(long, env = "PARTWAY_CLIENT_PART_DELAY_MS", hide = true)]
+    part_delay_ms: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysAction {
+    /// Create a key; the key alone is printed on the last line.
+    Create {
+        #[arg(long)]
+        owner: String,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: uuid::Uuid },
+}
+
+/// Runs one command. The client commands need no server configuration.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Upload(args) => upload(args).await,
+        Command::Status {
+            token,
+            server,
+            json,
+        } => {
+            let doc = server
+                .client()?
+                .status(&token)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", doc.json);
+            } else {
+                print!("{}", partway_client::format_status(&doc.doc));
+            }
+            Ok(())
+        }
+        Command::Abort { token, server } => {
+            let status = server
+                .client()?
+                .abort(&token)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{token}: {status}");
+            Ok(())
+        }
+        Command::Ls { server, json } => {
+            let uploads = server.client()?.list().await.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", uploads.json);
+            } else {
+                print!("{}", partway_client::format_table(&uploads.doc));
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            let config = Config::load()?;
+            partway_runtime::init_logging(config.log_format);
+            serve(config).await
+        }
+        Command::Migrate => {
+            let db = connect_database(&Config::load()?).await?;
+            migrate(&db).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys { action } => keys(Config::load()?, action).await,
+        Command::Openapi => {
+            print!("{}", partway::openapi_yaml());
+            Ok(())
+        }
+    }
+}
+
+async fn upload(args: UploadArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    let options = partway_client::UploadOptions {
+        file: args.file,
+        parallel: usize::from(args.parallel),
+        part_size: args.part_size,
+        progress: true,
+        part_delay: args.part_delay_ms.map(std::time::Duration::from_millis),
+    };
+    let outcome = client.upload(&options).await.map_err(anyhow::Error::msg)?;
+    let secs = outcome.elapsed.as_secs_f64();
+    eprintln!(
+        "partway: uploaded {} ({} parts{}) in {:.1}s, {:.1} MiB/s",
+        options.file.display(),
+        outcome.total_parts,
+        if outcome.resumed { ", resumed" } else { "" },
+        secs,
+        outcome.bytes_uploaded as f64 / 1048576.0 / secs.max(0.001)
+    );
+    if args.json {
+        println!("{}", outcome.to_json());
+    } else {
+        println!("{}", outcome.url);
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let url = app.base_url();
+    println!("partway is running");
+    println!("  API:       {url}/api/v1");
+    println!("  Docs:      {url}/docs");
+    println!("  OpenAPI:   {url}/openapi.yaml");
+    if let Some(s3) = app.embedded_s3_endpoint() {
+        println!("  Storage:   {s3} (embedded S3 endpoint)");
+    }
+    let key = app.dev_api_key();
+    println!("  Dev key:   {key}");
+    println!();
+    println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
+    app.run_until_signal().await;
+    Ok(())
+}
+
+async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
+    let db = connect_database(&config).await?;
+    migrate(&db).await?;
+    let db = partway_core::store::Store::new(db);
+    match action {
+        KeysAction::Create { owner } => {
+            let (model, key) = auth::create_key(&db, &owner).await?;
+            eprintln!(
+                "created key {} for owner {owner}; it is shown once:",
+                model.id
+            );
+            println!("{key}");
+        }
+        KeysAction::List => {
+            let keys = auth::list_keys(&db).await?;
+            println!(
+                "{:<36}  {:<16}  {:<12}  {:<20}  revoked",
+                "id", "owner", "prefix", "created"
+            );
+            for (key, owner) in keys {
+                println!(
+                    "{:<36}  {:<16}  {:<12}  {:<20}  {}",
+                    key.id,
+                    owner,
+                    key.prefix,
+                    key.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    key.revoked_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysAction::Revoke { id } => {
+            auth::revoke_key(&db, id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
