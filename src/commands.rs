@@ -204,7 +204,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  Dev key:   {key}");
     println!();
     println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
-    app.run_until_signal().await;
+    partway_runtime::shutdown_signal().await;
+    println!("shutting down");
+    app.shutdown().await;
     Ok(())
 }
 

@@ -44,10 +44,6 @@ impl Application {
         self.node.db()
     }
 
-    pub async fn run_until_signal(self) {
-        self.node.run_until_signal().await
-    }
-
     /// Stops taking requests and jobs, lets in-flight work finish (bounded), stops.
     pub async fn shutdown(self) {
         self.node.shutdown().await
