@@ -7,7 +7,7 @@ use super::{App, AppError};
 use crate::{
     domain::{ErrorCode, Provider, StorageChoice},
     ports::SharedStorage,
-    storage::{StorageCredentials, StorageTarget},
+    storage::{r2_endpoint, StorageCredentials, StorageTarget},
 };
 
 /// Where a new upload goes, and its credentials sealed when the client brought them.
@@ -17,7 +17,25 @@ pub(super) struct ResolvedTarget {
 }
 
 impl App {
-    pub(super) fn resolve_target(&self, choice: StorageChoice) -> Result<ResolvedTarget, AppError> {
+    /// A target the client brought is checked by the outbound guard first (DESIGN §7):
+    /// its endpoint, or, without one (public AWS S3), whether the mode allows that.
+    pub(super) async fn resolve_target(
+        &self,
+        choice: StorageChoice,
+    ) -> Result<ResolvedTarget, AppError> {
+        let outbound = self.storage.outbound();
+        match &choice {
+            StorageChoice::Server(_) => {}
+            StorageChoice::ByoS3 {
+                endpoint: Some(endpoint),
+                ..
+            } => outbound.check(endpoint).await?,
+            StorageChoice::ByoS3 { endpoint: None, .. } => outbound.check_without_endpoint()?,
+            StorageChoice::ByoR2 { account_id, .. } => {
+                // R2's own endpoint: public, but in allowlist mode only if listed.
+                outbound.check(&r2_endpoint(account_id)).await?
+            }
+        }
         let byo = |target: StorageTarget| -> Result<ResolvedTarget, AppError> {
             let plain = serde_json::to_vec(&target.credentials)
                 .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -128,6 +146,9 @@ impl App {
                 target
             }
         };
-        Ok(self.storage.storage(&target))
+        Ok(match upload.credentials_sealed {
+            Some(_) => self.storage.client_storage(&target),
+            None => self.storage.storage(&target),
+        })
     }
 }
