@@ -673,4 +673,67 @@ mod tests {
         assert_ne!(target("one").cache_key(), target("two").cache_key());
         assert!(!format!("{:?}", target("very-secret")).contains("very-secret"));
     }
+
+    /// A loopback server that answers every request with a redirect to itself at
+    /// `/followed`, and records each request line.
+    async fn redirecting_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                log.lock()
+                    .unwrap()
+                    .push(text.lines().next().unwrap_or_default().to_string());
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/followed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), seen)
+    }
+
+    /// The SDK follows no redirects: storage cannot send a guarded client elsewhere.
+    #[tokio::test]
+    async fn a_client_bucket_never_follows_redirects() {
+        let (endpoint, seen) = redirecting_server().await;
+        let guard = Arc::new(OutboundPolicy::new(
+            crate::outbound::AllowList::parse("127.0.0.1/32").unwrap(),
+            crate::outbound::OutboundMode::Guarded,
+            Arc::new(crate::outbound::StaticResolver::new()),
+        ));
+        let target = StorageTarget::with_credentials(
+            Provider::S3,
+            "theirs".into(),
+            "us-east-1".into(),
+            Some(endpoint),
+            StorageCredentials {
+                access_key_id: "a".into(),
+                secret_access_key: "b".into(),
+            },
+        );
+        let storage = S3Factory::default().client_storage(&target, &guard);
+        let result = storage
+            .create_multipart("k", "application/octet-stream", &BTreeMap::new())
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "the server was asked");
+        assert!(
+            seen.iter().all(|line| !line.contains("/followed")),
+            "a redirect was followed: {seen:?}"
+        );
+    }
 }
