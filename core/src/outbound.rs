@@ -211,6 +211,10 @@ impl AllowList {
         })
     }
 
+    pub fn has_cidrs(&self) -> bool {
+        !self.cidrs.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.cidrs.is_empty() && self.hosts.is_empty()
     }
@@ -376,6 +380,10 @@ impl OutboundPolicy {
         }
         match host.parse::<IpAddr>() {
             Ok(ip) => self.judge(&host, ip),
+            // Nothing a name resolves to could be admitted: refused without a lookup.
+            Err(_) if self.mode == OutboundMode::Allowlist && !self.allowed.has_cidrs() => {
+                Err(OutboundError::NotAllowed { host })
+            }
             Err(_) => self.resolve(&host).await.map(drop),
         }
     }
@@ -648,6 +656,15 @@ mod tests {
             guard.check_without_endpoint(),
             Err(OutboundError::EndpointRequired)
         );
+        // Without CIDRs, an unlisted name is refused without a lookup.
+        let resolver = Arc::new(StaticResolver::new());
+        let hosts_only = OutboundPolicy::new(
+            AllowList::parse("listed.test").unwrap(),
+            OutboundMode::Allowlist,
+            resolver.clone(),
+        );
+        assert!(hosts_only.check("http://localhost:9").await.is_err());
+        assert!(resolver.lookups().is_empty());
     }
 
     #[tokio::test]
