@@ -745,8 +745,8 @@ mod tests {
             prop_assert_eq!(all.contains(b), a.is_ipv4() == b.is_ipv4());
         }
 
-        /// Classification never panics, and forbidden addresses are never public-looking
-        /// globals of the std helpers.
+        /// Classification is total (never panics), and whatever std calls loopback,
+        /// unspecified or multicast is forbidden, in either family or a mapped form.
         #[test]
         fn classification_is_total(a in any_ip()) {
             let reason = forbidden(a);
