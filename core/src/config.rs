@@ -8,7 +8,10 @@ use figment::{
 };
 use serde::{de, Deserialize, Deserializer, Serialize};
 
-use crate::domain::Provider;
+use crate::{
+    domain::Provider,
+    outbound::{AllowList, OutboundMode},
+};
 
 /// A configuration value that must never be printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -148,6 +151,13 @@ pub struct Config {
     /// Jobs mostly wait on storage, so this sets a worker's throughput; scale out with
     /// more processes once it is CPU that runs out.
     pub worker_concurrency: u16,
+    /// `PARTWAY_ALLOWED_ENDPOINTS`: CIDRs and host names (comma-separated) a
+    /// client-supplied endpoint may reach although the outbound guard would refuse it.
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub allowed_endpoints: Option<String>,
+    /// `PARTWAY_OUTBOUND`: `guarded` (default) or `allowlist`.
+    #[serde(default)]
+    pub outbound: OutboundMode,
 }
 
 impl Default for Config {
@@ -182,6 +192,8 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             metrics_bind: None,
             worker_concurrency: 8,
+            allowed_endpoints: None,
+            outbound: OutboundMode::Guarded,
         }
     }
 }
@@ -276,6 +288,7 @@ impl Config {
                 "PARTWAY_WORKER_CONCURRENCY must be at least 1".into(),
             ));
         }
+        config.allowed_endpoints()?;
         if let Some(provider) = &config.default_provider {
             provider.parse::<Provider>().map_err(|_| {
                 ConfigError::Invalid(format!(
@@ -289,6 +302,12 @@ impl Config {
     /// The embedded S3 endpoint runs only when no S3 bucket or endpoint is set.
     pub fn uses_embedded_s3(&self) -> bool {
         self.s3_bucket.is_none() && self.s3_endpoint.is_none()
+    }
+
+    /// `PARTWAY_ALLOWED_ENDPOINTS`, parsed.
+    pub fn allowed_endpoints(&self) -> Result<AllowList, ConfigError> {
+        AllowList::parse(self.allowed_endpoints.as_deref().unwrap_or(""))
+            .map_err(|e| ConfigError::Invalid(format!("PARTWAY_ALLOWED_ENDPOINTS: {e}")))
     }
 
     pub fn cors_origins(&self) -> Vec<String> {
@@ -376,6 +395,34 @@ mod tests {
         let err = Config::load_from(env(&[("PARTWAY_WORKER_CONCURRENCY", "0")])).unwrap_err();
         assert!(
             err.to_string().contains("PARTWAY_WORKER_CONCURRENCY"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn outbound_guard_settings() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.outbound, OutboundMode::Guarded);
+        assert!(config.allowed_endpoints().unwrap().is_empty());
+        let config = Config::load_from(env(&[
+            ("PARTWAY_OUTBOUND", "allowlist"),
+            (
+                "PARTWAY_ALLOWED_ENDPOINTS",
+                "127.0.0.1:9000, 10.0.0.0/8, minio",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.outbound, OutboundMode::Allowlist);
+        let allowed = config.allowed_endpoints().unwrap();
+        assert!(allowed.allows_host("127.0.0.1", Some(9000)));
+        assert!(allowed.allows_ip("10.9.9.9".parse().unwrap()));
+        assert!(allowed.allows_host("MINIO", Some(80)));
+        let err = Config::load_from(env(&[("PARTWAY_OUTBOUND", "open")])).unwrap_err();
+        assert!(err.to_string().contains("outbound"), "{err}");
+        let err =
+            Config::load_from(env(&[("PARTWAY_ALLOWED_ENDPOINTS", "10.0.0.0/40")])).unwrap_err();
+        assert!(
+            err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod jobs;
 pub mod metrics;
+pub mod outbound;
 pub mod ports;
 pub mod presign;
 pub mod queue;

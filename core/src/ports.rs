@@ -93,7 +93,19 @@ pub trait ObjectStorage: Send + Sync {
 /// Makes the storage handle of a target: S3 over the network in production, an
 /// in-memory double in use-case tests (`testing`).
 pub trait StorageFactory: Send + Sync {
+    /// Storage the operator configured: trusted.
     fn storage(&self, target: &crate::storage::StorageTarget) -> SharedStorage;
+
+    /// A bucket a client brought: every connection it opens resolves host names through
+    /// `guard`, which refuses forbidden answers. Doubles without a network ignore it.
+    fn client_storage(
+        &self,
+        target: &crate::storage::StorageTarget,
+        guard: &Arc<crate::outbound::OutboundPolicy>,
+    ) -> SharedStorage {
+        let _ = guard;
+        self.storage(target)
+    }
 }
 
 /// Something happened to an upload: pollers waiting on it look again.

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     domain::Provider,
+    outbound::{OutboundError, OutboundPolicy},
     ports::{
         CompletedObject, ObjectStorage, PresignedUrl, SharedStorage, StorageError, StorageFactory,
         StoredPart,
@@ -90,7 +91,7 @@ impl StorageTarget {
             Provider::R2,
             bucket,
             "auto".into(),
-            Some(format!("https://{account}.r2.cloudflarestorage.com")),
+            Some(r2_endpoint(account)),
             credentials,
         )
     }
@@ -102,11 +103,18 @@ impl StorageTarget {
     }
 }
 
+/// The S3 endpoint of a Cloudflare R2 account.
+pub fn r2_endpoint(account: &str) -> String {
+    format!("https://{account}.r2.cloudflarestorage.com")
+}
+
 /// Server-side storage configuration per provider, and the factory that makes the
 /// storage handle of any target (the server's or a client's own bucket).
 pub struct StorageRegistry {
     server_targets: HashMap<Provider, StorageTarget>,
     factory: Arc<dyn StorageFactory>,
+    /// The guard over buckets clients bring (DESIGN §7).
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl StorageRegistry {
@@ -117,15 +125,32 @@ impl StorageRegistry {
         Self {
             server_targets,
             factory,
+            outbound: Arc::new(OutboundPolicy::default()),
         }
+    }
+
+    /// Replaces the outbound guard (the default: guarded, no exceptions, system DNS).
+    pub fn with_outbound(mut self, outbound: OutboundPolicy) -> Self {
+        self.outbound = Arc::new(outbound);
+        self
+    }
+
+    pub fn outbound(&self) -> &OutboundPolicy {
+        &self.outbound
     }
 
     pub fn server_target(&self, provider: Provider) -> Option<&StorageTarget> {
         self.server_targets.get(&provider)
     }
 
+    /// Storage the operator configured (trusted).
     pub fn storage(&self, target: &StorageTarget) -> SharedStorage {
         self.factory.storage(target)
+    }
+
+    /// A bucket a client brought: its connections go through the outbound guard.
+    pub fn client_storage(&self, target: &StorageTarget) -> SharedStorage {
+        self.factory.client_storage(target, &self.outbound)
     }
 }
 
@@ -139,9 +164,8 @@ pub struct S3Factory {
 /// Bounds the client cache: bring-your-own credentials create one entry each.
 const MAX_CACHED_CLIENTS: usize = 256;
 
-impl StorageFactory for S3Factory {
-    fn storage(&self, target: &StorageTarget) -> SharedStorage {
-        let key = target.cache_key();
+impl S3Factory {
+    fn cached(&self, key: [u8; 32], make: impl FnOnce() -> S3Storage) -> SharedStorage {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = clients.get(&key) {
             return found.clone();
@@ -149,10 +173,60 @@ impl StorageFactory for S3Factory {
         if clients.len() >= MAX_CACHED_CLIENTS {
             clients.clear();
         }
-        let storage: SharedStorage = Arc::new(S3Storage::new(target));
+        let storage: SharedStorage = Arc::new(make());
         clients.insert(key, storage.clone());
         storage
     }
+}
+
+impl StorageFactory for S3Factory {
+    fn storage(&self, target: &StorageTarget) -> SharedStorage {
+        self.cached(target.cache_key(), || S3Storage::new(target, None))
+    }
+
+    fn client_storage(&self, target: &StorageTarget, guard: &Arc<OutboundPolicy>) -> SharedStorage {
+        // Never the same entry as a trusted client of the same target.
+        let mut key = target.cache_key();
+        key[0] ^= 0x5a;
+        self.cached(key, || {
+            S3Storage::new(target, Some(guarded_http_client(guard.clone())))
+        })
+    }
+}
+
+/// The resolver of a bring-your-own target's HTTP client: every host name is resolved
+/// through the outbound guard at connect time, which refuses forbidden answers, so a
+/// name that passed the check at init and then resolves elsewhere (DNS rebinding) is
+/// refused before any connection. An address-literal endpoint never reaches a
+/// resolver: it was checked at init and cannot change.
+#[derive(Debug, Clone)]
+struct GuardedDns(Arc<OutboundPolicy>);
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for GuardedDns {
+    fn resolve_dns<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        aws_smithy_runtime_api::client::dns::DnsFuture::new(async move {
+            self.0.resolve(name).await.map_err(|e| {
+                tracing::warn!(host = name, "outbound guard refused a connection: {e}");
+                aws_smithy_runtime_api::client::dns::ResolveDnsError::new(e)
+            })
+        })
+    }
+}
+
+/// The SDK's default HTTPS client (hyper + rustls on aws-lc, as aws-sdk-s3's
+/// `default-https-client`), resolving through the guard. Neither it nor the SDK follows
+/// redirects: a 3xx answer is returned to the caller as an error, so storage cannot send
+/// partway on to another address (a test checks it).
+fn guarded_http_client(guard: Arc<OutboundPolicy>) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_with_resolver(GuardedDns(guard))
 }
 
 pub struct S3Storage {
@@ -165,7 +239,11 @@ pub struct S3Storage {
     object_base_url: String,
 }
 
-fn build_client(target: &StorageTarget, endpoint: Option<&str>) -> Client {
+fn build_client(
+    target: &StorageTarget,
+    endpoint: Option<&str>,
+    http: Option<aws_sdk_s3::config::SharedHttpClient>,
+) -> Client {
     let credentials = Credentials::new(
         &target.credentials.access_key_id,
         &target.credentials.secret_access_key,
@@ -191,11 +269,16 @@ fn build_client(target: &StorageTarget, endpoint: Option<&str>) -> Client {
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }
+    if let Some(http) = http {
+        builder = builder.http_client(http);
+    }
     Client::from_conf(builder.build())
 }
 
 impl S3Storage {
-    pub fn new(target: &StorageTarget) -> Self {
+    /// `http`: the HTTP client to use (a guarded one for a client's bucket), else the
+    /// SDK's default.
+    pub fn new(target: &StorageTarget, http: Option<aws_sdk_s3::config::SharedHttpClient>) -> Self {
         let public = target
             .public_endpoint
             .as_deref()
@@ -208,8 +291,8 @@ impl S3Storage {
             ),
         };
         Self {
-            client: build_client(target, target.endpoint.as_deref()),
-            presign_client: build_client(target, public),
+            client: build_client(target, target.endpoint.as_deref(), http.clone()),
+            presign_client: build_client(target, public, http),
             part_presigner: BatchPresigner::new(
                 target.credentials.access_key_id.clone(),
                 target.credentials.secret_access_key.clone(),
@@ -277,10 +360,29 @@ where
             }
         }
         SdkError::TimeoutError(_) => StorageError::Unavailable("timeout".into()),
+        SdkError::DispatchFailure(failure)
+            if failure
+                .as_connector_error()
+                .is_some_and(|e| refused_by_guard(e)) =>
+        {
+            StorageError::Rejected("the endpoint was refused by the outbound guard".into())
+        }
         SdkError::DispatchFailure(_) => StorageError::Unavailable("could not connect".into()),
         SdkError::ResponseError(_) => StorageError::Unavailable("unreadable response".into()),
         _ => StorageError::Rejected("could not build the request".into()),
     }
+}
+
+/// A connection the outbound guard refused: final, not worth retrying.
+fn refused_by_guard(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<OutboundError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn unquote(etag: &str) -> String {
@@ -570,5 +672,68 @@ mod tests {
         assert_eq!(target("one").cache_key(), target("one").cache_key());
         assert_ne!(target("one").cache_key(), target("two").cache_key());
         assert!(!format!("{:?}", target("very-secret")).contains("very-secret"));
+    }
+
+    /// A loopback server that answers every request with a redirect to itself at
+    /// `/followed`, and records each request line.
+    async fn redirecting_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                log.lock()
+                    .unwrap()
+                    .push(text.lines().next().unwrap_or_default().to_string());
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{port}/followed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), seen)
+    }
+
+    /// The SDK follows no redirects: storage cannot send a guarded client elsewhere.
+    #[tokio::test]
+    async fn a_client_bucket_never_follows_redirects() {
+        let (endpoint, seen) = redirecting_server().await;
+        let guard = Arc::new(OutboundPolicy::new(
+            crate::outbound::AllowList::parse("127.0.0.1/32").unwrap(),
+            crate::outbound::OutboundMode::Guarded,
+            Arc::new(crate::outbound::StaticResolver::new()),
+        ));
+        let target = StorageTarget::with_credentials(
+            Provider::S3,
+            "theirs".into(),
+            "us-east-1".into(),
+            Some(endpoint),
+            StorageCredentials {
+                access_key_id: "a".into(),
+                secret_access_key: "b".into(),
+            },
+        );
+        let storage = S3Factory::default().client_storage(&target, &guard);
+        let result = storage
+            .create_multipart("k", "application/octet-stream", &BTreeMap::new())
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "the server was asked");
+        assert!(
+            seen.iter().all(|line| !line.contains("/followed")),
+            "a redirect was followed: {seen:?}"
+        );
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     cache::InMemoryCache,
     crypto::{hash_api_key, MasterKey},
     domain::{Provider, MIN_PART_SIZE},
+    outbound::{AllowList, OutboundMode, OutboundPolicy, StaticResolver},
     ports::{
         CompletedObject, JobQueue, JobRun, ObjectStorage, PresignedUrl, SharedStorage,
         StorageError, StorageFactory, StoredPart,
@@ -292,7 +293,22 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// On [`MemoryStorage`], guarded, with a test resolver that knows no names (no DNS).
     pub async fn new() -> TestApp {
+        let outbound = OutboundPolicy::new(
+            AllowList::default(),
+            OutboundMode::Guarded,
+            Arc::new(StaticResolver::new()),
+        );
+        TestApp::with(outbound, None).await
+    }
+
+    /// With this outbound guard, and `factory` instead of [`MemoryStorage`]'s when given
+    /// (e.g. the real `S3Factory`, to see what a connection does).
+    pub async fn with(
+        outbound: OutboundPolicy,
+        factory: Option<Arc<dyn StorageFactory>>,
+    ) -> TestApp {
         let mut options = ConnectOptions::new("sqlite::memory:");
         // One connection: every connection to `:memory:` would be another database.
         options
@@ -314,10 +330,9 @@ impl TestApp {
                 secret_access_key: "test-secret".into(),
             },
         );
-        let registry = StorageRegistry::new(
-            HashMap::from([(Provider::S3, target)]),
-            Arc::new(MemoryStorageFactory(storage.clone())),
-        );
+        let factory = factory.unwrap_or_else(|| Arc::new(MemoryStorageFactory(storage.clone())));
+        let registry = StorageRegistry::new(HashMap::from([(Provider::S3, target)]), factory)
+            .with_outbound(outbound);
         let store = Store::new(db);
         let (_, api_key) = crate::auth::create_key(&store, "tester")
             .await

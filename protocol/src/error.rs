@@ -39,6 +39,7 @@ pub enum ErrorCode {
     InvalidParts,
     InvalidJson,
     InvalidParameter,
+    InvalidEndpoint,
     UploadNotFound,
     NotFound,
     MethodNotAllowed,
@@ -80,7 +81,8 @@ impl ErrorCode {
             | ErrorCode::IncompleteParts
             | ErrorCode::InvalidParts
             | ErrorCode::InvalidJson
-            | ErrorCode::InvalidParameter => 400,
+            | ErrorCode::InvalidParameter
+            | ErrorCode::InvalidEndpoint => 400,
             ErrorCode::UploadNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::UploadAlreadyCompleted
@@ -169,6 +171,7 @@ mod tests {
             ("INVALID_PARTS", 400),
             ("INVALID_JSON", 400),
             ("INVALID_PARAMETER", 400),
+            ("INVALID_ENDPOINT", 400),
             ("UPLOAD_NOT_FOUND", 404),
             ("NOT_FOUND", 404),
             ("METHOD_NOT_ALLOWED", 405),

@@ -8,6 +8,7 @@ use partway_core::{
     config::{Config, LogFormat},
     crypto::MasterKey,
     domain::Provider,
+    outbound::{host_of, OutboundPolicy, SystemResolver},
     ports::{JobQueue, ProgressCache},
     storage::{S3Factory, StorageCredentials, StorageRegistry, StorageTarget},
     store::Store,
@@ -302,7 +303,8 @@ pub fn build_app(
         key_prefix: config.key_prefix.clone(),
         default_provider: default_provider(config, &targets)?,
     };
-    let storage = StorageRegistry::new(targets, Arc::new(S3Factory::default()));
+    let storage = StorageRegistry::new(targets.clone(), Arc::new(S3Factory::default()))
+        .with_outbound(outbound_policy(config, &targets)?);
     Ok(App::new(
         Store::new(db),
         Arc::new(storage),
@@ -310,6 +312,28 @@ pub fn build_app(
         queue,
         master_key,
         settings,
+    ))
+}
+
+/// The outbound guard over client-supplied endpoints (DESIGN §7): the configured mode
+/// and exceptions, plus the endpoints of the operator's own storage (the embedded
+/// endpoint included), which are trusted as they are, host and port.
+pub fn outbound_policy(
+    config: &Config,
+    targets: &HashMap<Provider, StorageTarget>,
+) -> Result<OutboundPolicy, StartupError> {
+    let mut allowed = config
+        .allowed_endpoints()
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+    for endpoint in targets.values().filter_map(|t| t.endpoint.as_deref()) {
+        if let Ok((host, port)) = host_of(endpoint) {
+            allowed.allow_host(&host, Some(port));
+        }
+    }
+    Ok(OutboundPolicy::new(
+        allowed,
+        config.outbound,
+        Arc::new(SystemResolver),
     ))
 }
 

@@ -478,3 +478,62 @@ async fn ten_thousand_parts_page_exactly_and_resume_sees_more_than_1000() {
     assert_eq!(resumed["remainingParts"][0]["partNumber"], json!(1002));
     app.app.shutdown().await;
 }
+
+/// DESIGN §7: a client's endpoint on a loopback or otherwise forbidden address is 400
+/// `INVALID_ENDPOINT` in the envelope, with a message that shows no credentials, and
+/// nothing is stored. Nothing is sent anywhere: the guard refuses before any connection.
+#[tokio::test]
+async fn client_endpoints_the_guard_refuses_are_invalid_endpoint() {
+    const SECRET: &str = "their-secret-key-never-shown";
+    let byo = |endpoint: Option<&str>| {
+        let mut body = json!({"filename": "f.bin", "fileSize": 10 * MIB,
+            "contentType": "application/octet-stream", "provider": "S3",
+            "s3AccessKey": "AKIATHEIRS", "s3SecretKey": SECRET, "s3Bucket": "theirs"});
+        if let Some(endpoint) = endpoint {
+            body["s3Endpoint"] = json!(endpoint);
+        }
+        body
+    };
+    let r2 = json!({"filename": "f.bin", "fileSize": 10 * MIB,
+        "contentType": "application/octet-stream", "provider": "R2",
+        "r2AccessKey": "AKIATHEIRS", "r2SecretKey": SECRET, "r2AccountId": "abc123",
+        "r2Bucket": "theirs"});
+    // The harness runs in allowlist mode: loopback, and public AWS or R2 without a
+    // listed endpoint, are refused.
+    let strict = TestApp::spawn().await;
+    // Guarded mode (the default): loopback literals, and a name resolving to loopback.
+    let guarded = TestApp::spawn_with(vec![("PARTWAY_OUTBOUND".into(), "guarded".into())]).await;
+    let mut cases = vec![
+        (&strict, byo(Some("http://127.0.0.1:5432"))),
+        (&strict, byo(Some("http://[::1]:1"))),
+        (&strict, byo(Some("http://localhost:9"))),
+        (&strict, byo(None)),
+        (&strict, r2),
+    ];
+    for endpoint in [
+        "http://127.0.0.1:5432",
+        "http://[::1]:1",
+        "http://localhost:9",
+        "http://[::ffff:127.0.0.1]:9",
+    ] {
+        cases.push((&guarded, byo(Some(endpoint))));
+    }
+    for (app, body) in cases {
+        let (status, answer) = app
+            .post("/api/v1/upload/multipart/init?wait=5", body.clone())
+            .await;
+        assert_error(status, &answer, 400, "INVALID_ENDPOINT");
+        let text = answer.to_string();
+        assert!(
+            !text.contains(SECRET) && !text.contains("AKIATHEIRS"),
+            "{body}: {answer}"
+        );
+    }
+    for app in [&strict, &guarded] {
+        let (status, listed) = app.get("/api/v1/uploads").await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        assert_eq!(listed["uploads"], json!([]), "nothing stored: {listed}");
+    }
+    strict.app.shutdown().await;
+    guarded.app.shutdown().await;
+}

@@ -69,6 +69,12 @@ impl From<ValidationError> for AppError {
     }
 }
 
+impl From<crate::outbound::OutboundError> for AppError {
+    fn from(e: crate::outbound::OutboundError) -> Self {
+        AppError::client(ErrorCode::InvalidEndpoint, e.to_string())
+    }
+}
+
 impl From<DbErr> for AppError {
     fn from(e: DbErr) -> Self {
         if database_unreachable(&e) {

@@ -63,7 +63,7 @@ impl App {
             .map_err(ValidationError::from)?;
         let choice = StorageChoice::parse(provider, &input.credentials)?;
         let byo = !matches!(choice, StorageChoice::Server(_));
-        let resolved = self.resolve_target(choice)?;
+        let resolved = self.resolve_target(choice).await?;
 
         if let Some(existing) = self.idempotent(caller, idempotency.as_ref()).await? {
             return Ok(existing);

@@ -7,7 +7,7 @@ use super::{App, AppError};
 use crate::{
     domain::{ErrorCode, Provider, StorageChoice},
     ports::SharedStorage,
-    storage::{StorageCredentials, StorageTarget},
+    storage::{r2_endpoint, StorageCredentials, StorageTarget},
 };
 
 /// Where a new upload goes, and its credentials sealed when the client brought them.
@@ -17,7 +17,25 @@ pub(super) struct ResolvedTarget {
 }
 
 impl App {
-    pub(super) fn resolve_target(&self, choice: StorageChoice) -> Result<ResolvedTarget, AppError> {
+    /// A target the client brought is checked by the outbound guard first (DESIGN §7):
+    /// its endpoint, or, without one (public AWS S3), whether the mode allows that.
+    pub(super) async fn resolve_target(
+        &self,
+        choice: StorageChoice,
+    ) -> Result<ResolvedTarget, AppError> {
+        let outbound = self.storage.outbound();
+        match &choice {
+            StorageChoice::Server(_) => {}
+            StorageChoice::ByoS3 {
+                endpoint: Some(endpoint),
+                ..
+            } => outbound.check(endpoint).await?,
+            StorageChoice::ByoS3 { endpoint: None, .. } => outbound.check_without_endpoint()?,
+            StorageChoice::ByoR2 { account_id, .. } => {
+                // R2's own endpoint: public, but in allowlist mode only if listed.
+                outbound.check(&r2_endpoint(account_id)).await?
+            }
+        }
         let byo = |target: StorageTarget| -> Result<ResolvedTarget, AppError> {
             let plain = serde_json::to_vec(&target.credentials)
                 .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -128,6 +146,207 @@ impl App {
                 target
             }
         };
-        Ok(self.storage.storage(&target))
+        Ok(match upload.credentials_sealed {
+            Some(_) => self.storage.client_storage(&target),
+            None => self.storage.storage(&target),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The outbound guard at init and at connect. No test here sends anything anywhere
+    //! but loopback: refused targets are refused before any connection, and the one
+    //! connection that is attempted goes to a loopback address.
+    use std::{net::IpAddr, sync::Arc};
+
+    use crate::{
+        domain::{ByoCredentials, ErrorCode, UploadStatus, MIB},
+        outbound::{AllowList, OutboundMode, OutboundPolicy, StaticResolver},
+        ports::JobRun,
+        storage::S3Factory,
+        testing::TestApp,
+        usecases::{AppError, InitInput},
+    };
+
+    const SECRET: &str = "byo-secret-never-shown";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn byo_s3(endpoint: Option<&str>) -> InitInput {
+        InitInput {
+            filename: "a.bin".into(),
+            file_size: 12 * MIB,
+            content_type: "application/octet-stream".into(),
+            provider: Some("S3".into()),
+            part_size: None,
+            metadata: Default::default(),
+            credentials: ByoCredentials {
+                s3_access_key: Some("AKIABYO".into()),
+                s3_secret_key: Some(SECRET.into()),
+                s3_bucket: Some("theirs".into()),
+                s3_endpoint: endpoint.map(str::to_string),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn byo_r2() -> InitInput {
+        InitInput {
+            provider: Some("R2".into()),
+            credentials: ByoCredentials {
+                r2_access_key: Some("AKIABYO".into()),
+                r2_secret_key: Some(SECRET.into()),
+                r2_account_id: Some("abc123".into()),
+                r2_bucket: Some("theirs".into()),
+                ..Default::default()
+            },
+            ..byo_s3(None)
+        }
+    }
+
+    fn policy(allowed: &str, mode: OutboundMode, resolver: StaticResolver) -> OutboundPolicy {
+        OutboundPolicy::new(AllowList::parse(allowed).unwrap(), mode, Arc::new(resolver))
+    }
+
+    /// A refusal: INVALID_ENDPOINT, a message without credentials, and nothing stored.
+    async fn assert_refused(t: &TestApp, input: InitInput) -> String {
+        let what = format!("{:?}", input.credentials.s3_endpoint);
+        let err = t.app.init(&t.caller, input, None).await.unwrap_err();
+        let AppError::Client { code, message } = err else {
+            panic!("{what}: {err:?}");
+        };
+        assert_eq!(code, ErrorCode::InvalidEndpoint, "{what}: {message}");
+        assert!(
+            !message.contains(SECRET) && !message.contains("AKIABYO"),
+            "{message}"
+        );
+        assert!(
+            t.app.due_jobs(10).await.unwrap().is_empty(),
+            "{what}: a job was stored"
+        );
+        message
+    }
+
+    #[tokio::test]
+    async fn forbidden_endpoints_are_refused_at_init_before_anything_is_stored() {
+        let resolver = StaticResolver::new()
+            .with("metadata.test", vec![vec![ip("169.254.169.254")]])
+            .with("localhost", vec![vec![ip("127.0.0.1"), ip("::1")]])
+            .with("half.test", vec![vec![ip("93.184.216.34"), ip("10.0.0.1")]]);
+        let t = TestApp::with(policy("", OutboundMode::Guarded, resolver), None).await;
+        for endpoint in [
+            "http://127.0.0.1:5432",
+            "http://[::1]:1",
+            "http://localhost:9",
+            "http://metadata.test/latest/meta-data/",
+            "http://half.test",
+            "http://[::ffff:127.0.0.1]:9000",
+            "http://unknown.test",
+            "http://AKIABYO:secret@example.test",
+        ] {
+            assert_refused(&t, byo_s3(Some(endpoint))).await;
+        }
+        let message = assert_refused(&t, byo_s3(Some("http://metadata.test"))).await;
+        assert!(message.contains("link-local"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn allowed_and_public_endpoints_pass_and_server_storage_is_never_checked() {
+        let resolver = StaticResolver::new()
+            .with("public.test", vec![vec![ip("93.184.216.34")]])
+            .with("minio.test", vec![vec![ip("10.0.0.9")]]);
+        let t = TestApp::with(
+            policy(
+                "127.0.0.1:9000, minio.test",
+                OutboundMode::Guarded,
+                resolver,
+            ),
+            None,
+        )
+        .await;
+        for endpoint in [
+            "https://public.test",
+            "http://127.0.0.1:9000",
+            "http://minio.test:9000",
+        ] {
+            let accepted = t.app.init(&t.caller, byo_s3(Some(endpoint)), None).await;
+            assert!(accepted.is_ok(), "{endpoint}: {accepted:?}");
+        }
+        // Public AWS without an endpoint is fine in guarded mode; the server's own
+        // target (http://storage.invalid) is trusted as configured.
+        assert!(t.app.init(&t.caller, byo_s3(None), None).await.is_ok());
+        let (_, upload) = t.active_upload(12 * MIB, 5 * MIB).await;
+        assert_eq!(upload.status, UploadStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn allowlist_mode_refuses_everything_unlisted_even_public_aws_and_r2() {
+        let resolver = StaticResolver::new().with("public.test", vec![vec![ip("93.184.216.34")]]);
+        let t = TestApp::with(
+            policy("127.0.0.1:9000", OutboundMode::Allowlist, resolver),
+            None,
+        )
+        .await;
+        assert_refused(&t, byo_s3(None)).await;
+        assert_refused(&t, byo_r2()).await;
+        assert_refused(&t, byo_s3(Some("https://public.test"))).await;
+        assert_refused(&t, byo_s3(Some("http://127.0.0.1:9001"))).await;
+        assert!(t
+            .app
+            .init(&t.caller, byo_s3(Some("http://127.0.0.1:9000")), None)
+            .await
+            .is_ok());
+        let (_, upload) = t.active_upload(12 * MIB, 5 * MIB).await;
+        assert_eq!(
+            upload.status,
+            UploadStatus::Active,
+            "server storage is trusted"
+        );
+    }
+
+    /// DNS rebinding: the name resolves to an allowed loopback address when init checks
+    /// it, then to a forbidden one (also loopback, so nothing could leave the machine
+    /// even if the guard failed). The job's connection resolves through the guard and
+    /// is refused: the upload fails without retries.
+    #[tokio::test]
+    async fn an_answer_that_changes_after_init_is_refused_at_connect() {
+        let resolver = Arc::new(StaticResolver::new().with(
+            "rebind.test",
+            vec![vec![ip("127.0.0.1")], vec![ip("127.0.0.2")]],
+        ));
+        let outbound = OutboundPolicy::new(
+            AllowList::parse("127.0.0.1/32").unwrap(),
+            OutboundMode::Guarded,
+            resolver.clone(),
+        );
+        let t = TestApp::with(outbound, Some(Arc::new(S3Factory::default()))).await;
+        let accepted = t
+            .app
+            .init(&t.caller, byo_s3(Some("http://rebind.test:9")), None)
+            .await
+            .expect("127.0.0.1 is allowed at init");
+        let run = t
+            .app
+            .process_job(accepted.job_id.unwrap(), false)
+            .await
+            .unwrap();
+        let JobRun::GaveUp(reason) = run else {
+            panic!("expected the job to give up: {run:?}");
+        };
+        assert!(reason.contains("outbound guard"), "{reason}");
+        let failed = t.app.reload(accepted.upload.id).await.unwrap();
+        assert_eq!(failed.status, UploadStatus::Failed);
+        let lookups = resolver.lookups();
+        assert!(
+            lookups.len() >= 2,
+            "checked at init and at connect: {lookups:?}"
+        );
+        assert!(
+            lookups.iter().all(|name| name == "rebind.test"),
+            "{lookups:?}"
+        );
     }
 }

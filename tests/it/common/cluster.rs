@@ -85,6 +85,9 @@ pub async fn cluster_env() -> Option<Vec<(String, String)>> {
             format!("test-{}.", uuid::Uuid::new_v4().simple()),
         ),
         ("PARTWAY_REDIS_URL".into(), redis),
+        // DESIGN §7: only the loopback test servers may be reached.
+        ("PARTWAY_OUTBOUND".into(), "allowlist".into()),
+        ("PARTWAY_ALLOWED_ENDPOINTS".into(), endpoint_host_port(&s3)),
         ("PARTWAY_S3_ENDPOINT".into(), s3),
         ("PARTWAY_S3_BUCKET".into(), bucket),
         ("PARTWAY_S3_ACCESS_KEY_ID".into(), "test".into()),
@@ -186,4 +189,10 @@ impl Cluster {
             .filter(|l| l.contains("job done"))
             .count()
     }
+}
+
+/// `host:port` of a test server's URL, for `PARTWAY_ALLOWED_ENDPOINTS`.
+fn endpoint_host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_string()
 }

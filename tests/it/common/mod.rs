@@ -38,6 +38,10 @@ pub fn config_for(data_dir: &std::path::Path, extra: &[(String, String)]) -> Con
             "PARTWAY_DATA_DIR".to_string(),
             data_dir.display().to_string(),
         ),
+        // DESIGN §7: tests run in allowlist mode so nothing leaves the machine. The
+        // embedded endpoint (the loopback S3 these tests use, also as a client's own
+        // bucket) is trusted as the operator's storage; its port is picked at start.
+        ("PARTWAY_OUTBOUND".to_string(), "allowlist".to_string()),
     ];
     env.extend(extra.iter().cloned());
     Config::load_from(env).expect("test config")
