@@ -184,3 +184,42 @@ async fn the_cli_override_is_obeyed() {
     }
     app.app.shutdown().await;
 }
+
+/// The serialization itself, deterministically: while another transaction holds the
+/// owner's row lock on PostgreSQL, an init of that owner waits, and goes on once the
+/// lock is released. (The 50-init race alone does not catch a missing lock on
+/// PostgreSQL reliably; this does: it fails when `lock_owner` takes no lock.)
+#[tokio::test]
+async fn an_init_waits_for_the_owner_lock_on_postgresql() {
+    use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(vec![
+        ("PARTWAY_DATABASE_URL".into(), url.clone()),
+        ("PARTWAY_MAX_ACTIVE_UPLOADS".into(), "5".into()),
+    ])
+    .await;
+    let db = Database::connect(&url).await.expect("connect");
+    let holder = db.begin().await.expect("begin");
+    holder
+        .execute_raw(Statement::from_string(
+            holder.get_database_backend(),
+            // Not FOR UPDATE: the upload's foreign-key check alone would wait for that.
+            "SELECT id FROM owners WHERE name = 'dev' FOR NO KEY UPDATE",
+        ))
+        .await
+        .expect("lock the owner");
+    let api = &app.api;
+    let init = try_init(api, MIB);
+    tokio::pin!(init);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), &mut init).await;
+    assert!(
+        waited.is_err(),
+        "the init did not wait for the owner's lock"
+    );
+    holder.commit().await.expect("release");
+    let (status, body) = init.await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.app.shutdown().await;
+}
