@@ -2,7 +2,12 @@
 //! commands (migrate, keys, openapi) and the client commands (upload, status, abort, ls).
 use clap::{Parser, Subcommand};
 use partway::{connect_database, migrate, Application};
-use partway_core::{auth, config::Config};
+use partway_core::{
+    auth,
+    config::Config,
+    domain::{OwnerLimit, QuotaOverride},
+    store::owners::quota_override,
+};
 
 /// partway: resumable multipart uploads to S3-compatible storage.
 #[derive(Parser)]
@@ -22,6 +27,11 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Owners and their quotas.
+    Owners {
+        #[command(subcommand)]
+        action: OwnersAction,
     },
     /// Print the OpenAPI spec (YAML).
     Openapi,
@@ -105,6 +115,31 @@ pub enum KeysAction {
     Revoke { id: uuid::Uuid },
 }
 
+#[derive(Subcommand)]
+pub enum OwnersAction {
+    /// Set an owner's quota overrides (the owner is created when new); a limit left
+    /// out keeps its current value.
+    SetQuota {
+        owner: String,
+        /// Unfinished uploads: a number, `unlimited`, or `default` (the server's).
+        #[arg(long, value_parser = parse_count_limit)]
+        max_active_uploads: Option<OwnerLimit>,
+        /// Their declared bytes: a number or size (`10GiB`), `unlimited` or `default`.
+        #[arg(long, value_parser = parse_bytes_limit)]
+        max_active_bytes: Option<OwnerLimit>,
+    },
+    /// List owners with their overrides and what they hold now.
+    List,
+}
+
+fn parse_count_limit(text: &str) -> Result<OwnerLimit, String> {
+    OwnerLimit::parse(text, false)
+}
+
+fn parse_bytes_limit(text: &str) -> Result<OwnerLimit, String> {
+    OwnerLimit::parse(text, true)
+}
+
 /// Runs one command. The client commands need no server configuration.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
@@ -156,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action } => keys(Config::load()?, action).await,
+        Command::Owners { action } => owners(Config::load()?, action).await,
         Command::Openapi => {
             print!("{}", partway::openapi_yaml());
             Ok(())
@@ -245,6 +281,62 @@ async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
         KeysAction::Revoke { id } => {
             auth::revoke_key(&db, id).await?;
             println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn owners(config: Config, action: OwnersAction) -> anyhow::Result<()> {
+    let db = connect_database(&config).await?;
+    migrate(&db).await?;
+    let db = partway_core::store::Store::new(db);
+    match action {
+        OwnersAction::SetQuota {
+            owner,
+            max_active_uploads,
+            max_active_bytes,
+        } => {
+            let current = db
+                .owners()
+                .await?
+                .into_iter()
+                .find(|(o, _)| o.name == owner)
+                .map(|(o, _)| quota_override(&o))
+                .unwrap_or_default();
+            let wanted = QuotaOverride {
+                max_active_uploads: max_active_uploads.unwrap_or(current.max_active_uploads),
+                max_active_bytes: max_active_bytes.unwrap_or(current.max_active_bytes),
+            };
+            let saved = quota_override(&db.set_owner_quota(&owner, wanted).await?);
+            println!(
+                "{owner}: max active uploads {}, max active bytes {}",
+                saved.max_active_uploads, saved.max_active_bytes
+            );
+        }
+        OwnersAction::List => {
+            let defaults = config.quota();
+            let show =
+                |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+            println!(
+                "defaults: max active uploads {}, max active bytes {}",
+                show(defaults.max_active_uploads),
+                show(defaults.max_active_bytes)
+            );
+            println!(
+                "{:<24}  {:>18}  {:>18}  {:>10}  {:>16}",
+                "owner", "max uploads", "max bytes", "uploads", "bytes"
+            );
+            for (owner, held) in db.owners().await? {
+                let own = quota_override(&owner);
+                println!(
+                    "{:<24}  {:>18}  {:>18}  {:>10}  {:>16}",
+                    owner.name,
+                    own.max_active_uploads,
+                    own.max_active_bytes,
+                    held.uploads,
+                    held.bytes
+                );
+            }
         }
     }
     Ok(())

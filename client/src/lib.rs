@@ -15,8 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use partway_protocol::parse_size;
 pub use upload::{UploadOptions, UploadOutcome};
-pub use util::parse_size;
 
 /// Tries for one API call (network errors and 5xx are retried with backoff).
 const API_TRIES: u32 = 4;

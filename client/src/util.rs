@@ -2,40 +2,6 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// `8MiB`, `5 MB`, `512k`, `1048576` (plain = bytes). KiB/MiB/GiB and K/M/G are binary,
-/// KB/MB/GB decimal.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} (examples: 8MiB, 5242880)"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => {
-            return Err(format!(
-                "invalid size unit in {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    let bytes = number * factor as f64;
-    if !(bytes >= 1.0 && bytes.fract() == 0.0 && bytes < u64::MAX as f64) {
-        return Err(format!(
-            "invalid size {text:?}: must be a whole number of bytes"
-        ));
-    }
-    Ok(bytes as u64)
-}
-
 /// A content type from the file extension; `application/octet-stream` otherwise.
 pub fn content_type_for(path: &Path) -> &'static str {
     let ext = path
@@ -100,17 +66,6 @@ pub(crate) fn path_segment(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
-        assert_eq!(parse_size("5 MB").unwrap(), 5_000_000);
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("1.5k").unwrap(), 1536);
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("").is_err());
-    }
 
     #[test]
     fn content_types() {

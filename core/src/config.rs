@@ -9,7 +9,7 @@ use figment::{
 use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::{
-    domain::Provider,
+    domain::{OwnerLimit, Provider, Quota},
     outbound::{AllowList, OutboundMode},
 };
 
@@ -73,6 +73,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&lossy_string(d)?).map_err(de::Error::custom)
+}
+
+/// `PARTWAY_MAX_ACTIVE_*`: unset, empty or `unlimited` is no limit.
+fn limit<'de, D: Deserializer<'de>>(d: D, bytes: bool) -> Result<Option<u64>, D::Error> {
+    let Some(text) = lossy_opt_string(d)? else {
+        return Ok(None);
+    };
+    match OwnerLimit::parse(&text, bytes).map_err(de::Error::custom)? {
+        OwnerLimit::Max(n) => Ok(Some(n)),
+        OwnerLimit::Unlimited => Ok(None),
+        OwnerLimit::Default => Err(de::Error::custom(
+            "expected a number or `unlimited`, not `default`",
+        )),
+    }
+}
+
+fn count_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    limit(d, false)
+}
+
+fn bytes_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    limit(d, true)
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -158,6 +180,13 @@ pub struct Config {
     /// `PARTWAY_OUTBOUND`: `guarded` (default) or `allowlist`.
     #[serde(default)]
     pub outbound: OutboundMode,
+    /// `PARTWAY_MAX_ACTIVE_UPLOADS`: unfinished uploads one owner may hold (unlimited
+    /// when unset); `partway owners set-quota` overrides it per owner.
+    #[serde(deserialize_with = "count_limit", default)]
+    pub max_active_uploads: Option<u64>,
+    /// `PARTWAY_MAX_ACTIVE_BYTES`: their total declared size (`10GiB` or bytes).
+    #[serde(deserialize_with = "bytes_limit", default)]
+    pub max_active_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -194,6 +223,8 @@ impl Default for Config {
             worker_concurrency: 8,
             allowed_endpoints: None,
             outbound: OutboundMode::Guarded,
+            max_active_uploads: None,
+            max_active_bytes: None,
         }
     }
 }
@@ -308,6 +339,14 @@ impl Config {
     pub fn allowed_endpoints(&self) -> Result<AllowList, ConfigError> {
         AllowList::parse(self.allowed_endpoints.as_deref().unwrap_or(""))
             .map_err(|e| ConfigError::Invalid(format!("PARTWAY_ALLOWED_ENDPOINTS: {e}")))
+    }
+
+    /// The server-wide quota every owner has unless overridden.
+    pub fn quota(&self) -> Quota {
+        Quota {
+            max_active_uploads: self.max_active_uploads,
+            max_active_bytes: self.max_active_bytes,
+        }
     }
 
     pub fn cors_origins(&self) -> Vec<String> {
@@ -425,5 +464,36 @@ mod tests {
             err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn quotas_are_unlimited_by_default_and_take_sizes() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert!(config.quota().is_unlimited());
+        let config = Config::load_from(env(&[
+            ("PARTWAY_MAX_ACTIVE_UPLOADS", "10"),
+            ("PARTWAY_MAX_ACTIVE_BYTES", "10GiB"),
+        ]))
+        .unwrap();
+        assert_eq!(config.quota().max_active_uploads, Some(10));
+        assert_eq!(config.quota().max_active_bytes, Some(10 << 30));
+        let config = Config::load_from(env(&[
+            ("PARTWAY_MAX_ACTIVE_UPLOADS", "unlimited"),
+            ("PARTWAY_MAX_ACTIVE_BYTES", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!(config.quota().max_active_uploads, None);
+        assert_eq!(config.quota().max_active_bytes, Some(5000));
+        for (name, value) in [
+            ("PARTWAY_MAX_ACTIVE_UPLOADS", "10GiB"),
+            ("PARTWAY_MAX_ACTIVE_UPLOADS", "-1"),
+            ("PARTWAY_MAX_ACTIVE_BYTES", "lots"),
+        ] {
+            let err = Config::load_from(env(&[(name, value)])).unwrap_err();
+            assert!(
+                err.to_string().contains("max_active"),
+                "{name}={value}: {err}"
+            );
+        }
     }
 }

@@ -303,6 +303,16 @@ impl TestApp {
         TestApp::with(outbound, None).await
     }
 
+    /// [`TestApp::new`] with this server-wide quota.
+    pub async fn with_quota(quota: crate::domain::Quota) -> TestApp {
+        let mut t = TestApp::new().await;
+        Arc::get_mut(&mut t.app)
+            .expect("the app is not shared yet")
+            .settings
+            .quota = quota;
+        t
+    }
+
     /// With this outbound guard, and `factory` instead of [`MemoryStorage`]'s when given
     /// (e.g. the real `S3Factory`, to see what a connection does).
     pub async fn with(
@@ -348,6 +358,7 @@ impl TestApp {
                 url_ttl: Duration::from_secs(3600),
                 key_prefix: "uploads".into(),
                 default_provider: Provider::S3,
+                quota: crate::domain::Quota::default(),
             },
         );
         let caller = app

@@ -9,6 +9,9 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// Quota overrides: NULL is the server default, -1 unlimited, else the limit.
+    pub max_active_uploads: Option<i64>,
+    pub max_active_bytes: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -47,6 +47,7 @@ pub enum ErrorCode {
     UploadAborted,
     UploadNotReady,
     UploadExpired,
+    QuotaExceeded,
     PayloadTooLarge,
     UnsupportedMediaType,
     ServiceUnavailable,
@@ -83,6 +84,7 @@ impl ErrorCode {
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidParameter
             | ErrorCode::InvalidEndpoint => 400,
+            ErrorCode::QuotaExceeded => 403,
             ErrorCode::UploadNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::UploadAlreadyCompleted
@@ -172,6 +174,7 @@ mod tests {
             ("INVALID_JSON", 400),
             ("INVALID_PARAMETER", 400),
             ("INVALID_ENDPOINT", 400),
+            ("QUOTA_EXCEEDED", 403),
             ("UPLOAD_NOT_FOUND", 404),
             ("NOT_FOUND", 404),
             ("METHOD_NOT_ALLOWED", 405),

@@ -5,10 +5,12 @@
 pub mod dto;
 mod error;
 mod provider;
+mod size;
 mod status;
 mod token;
 
 pub use error::{ErrorCode, ValidationError};
 pub use provider::{Provider, R2_MAX_OBJECT_SIZE, S3_MAX_OBJECT_SIZE};
+pub use size::parse_size;
 pub use status::UploadStatus;
 pub use token::ResumeToken;

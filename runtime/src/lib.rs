@@ -302,6 +302,7 @@ pub fn build_app(
         url_ttl: config.url_ttl,
         key_prefix: config.key_prefix.clone(),
         default_provider: default_provider(config, &targets)?,
+        quota: config.quota(),
     };
     let storage = StorageRegistry::new(targets.clone(), Arc::new(S3Factory::default()))
         .with_outbound(outbound_policy(config, &targets)?);

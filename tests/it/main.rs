@@ -15,4 +15,5 @@ mod contract;
 mod distributed;
 mod operations;
 mod outages;
+mod quotas;
 mod upload_flow;

@@ -9,6 +9,7 @@
 pub mod input;
 pub mod plan;
 pub mod progress;
+pub mod quota;
 pub mod url_pages;
 pub mod validate;
 
@@ -19,5 +20,6 @@ pub use partway_protocol::{
 };
 pub use plan::*;
 pub use progress::*;
+pub use quota::{OwnerLimit, Quota, QuotaOverride, Usage};
 pub use url_pages::*;
 pub use validate::*;

@@ -46,6 +46,8 @@ impl Store {
             id: Set(Uuid::new_v4()),
             name: Set(name.to_string()),
             created_at: Set(Utc::now()),
+            max_active_uploads: Set(None),
+            max_active_bytes: Set(None),
         }
         .insert(&self.db)
         .await

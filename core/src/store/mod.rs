@@ -7,12 +7,14 @@
 //! - [`jobs`]: the job rows (the outbox): creation, the lease-based claim, outcomes, relay.
 //! - [`idempotency`]: remembered `Idempotency-Key`s.
 //! - [`keys`]: owners and API keys.
+//! - [`owners`]: owners' quota overrides, the per-owner lock and usage count.
 //! - [`stats`]: the counts behind the metrics gauges.
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod owners;
 pub mod parts;
 pub mod stats;
 pub mod uploads;

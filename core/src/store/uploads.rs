@@ -9,9 +9,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{idempotency, parts, Store};
+use super::{idempotency, owners, parts, Store};
 use crate::{
-    domain::{ErrorCode, UploadStatus},
+    domain::{ErrorCode, Quota, UploadStatus, ValidationError},
     ports::StoredPart,
 };
 
@@ -65,6 +65,8 @@ pub enum Created {
     Inserted(Box<upload::Model>),
     /// A concurrent request with the same key won the race.
     KeyTaken,
+    /// The owner's quota has no room for it; nothing was written.
+    QuotaExceeded(ValidationError),
 }
 
 fn error_columns(patch: &ErrorPatch) -> Option<(Option<String>, Option<String>)> {
@@ -160,14 +162,31 @@ impl Store {
     }
 
     /// Writes a new upload and its init job (and the idempotency key, when given) in
-    /// one transaction.
+    /// one transaction, when the owner's quota (`quota`, or their overrides) has room.
+    /// The transaction first takes the owner's lock ([`owners::lock_owner`]), so the
+    /// count and the insert of concurrent inits never interleave: no overshoot.
     pub async fn create_upload(
         &self,
         upload: upload::ActiveModel,
         job: job::ActiveModel,
         idempotency: Option<(Uuid, &str, &str)>,
+        quota: Quota,
     ) -> Result<Created, DbErr> {
+        let owner_id = *upload.owner_id.as_ref();
+        let file_size = u64::try_from(*upload.file_size.as_ref()).unwrap_or(0);
         let txn = self.db.begin().await?;
+        let own = owners::lock_owner(&txn, owner_id)
+            .await?
+            .map(|o| owners::quota_override(&o))
+            .unwrap_or_default();
+        let quota = quota.for_owner(own);
+        if !quota.is_unlimited() {
+            let held = owners::usage(&txn, owner_id).await?;
+            if let Err(refused) = quota.admit(held, file_size) {
+                txn.rollback().await?;
+                return Ok(Created::QuotaExceeded(refused));
+            }
+        }
         let inserted = upload.insert(&txn).await?;
         job.insert(&txn).await?;
         if let Some((owner, scope, key)) = idempotency {

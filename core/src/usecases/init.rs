@@ -114,8 +114,16 @@ impl App {
         let remembered = idempotency
             .as_ref()
             .map(|key| (caller.owner_id, IDEMPOTENCY_SCOPE, key.as_str()));
-        let inserted = match self.store.create_upload(row, job, remembered).await? {
+        let inserted = match self
+            .store
+            .create_upload(row, job, remembered, self.settings.quota)
+            .await?
+        {
             Created::Inserted(inserted) => *inserted,
+            Created::QuotaExceeded(refused) => {
+                info!(reason = %refused, "init refused by quota");
+                return Err(refused.into());
+            }
             Created::KeyTaken => {
                 // A concurrent request with the same key won the race: answer with its upload.
                 return self
@@ -154,5 +162,214 @@ impl App {
             upload,
             job_id: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    //! Quotas at init (DESIGN §7): refused with QUOTA_EXCEEDED before anything is
+    //! stored, overrides per owner, idempotent repeats admitted, finishing frees room.
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        domain::{OwnerLimit, Quota, QuotaOverride, MIB},
+        testing::TestApp,
+    };
+
+    fn input(file_size: u64) -> InitInput {
+        InitInput {
+            filename: "q.bin".into(),
+            file_size,
+            content_type: "application/octet-stream".into(),
+            provider: None,
+            part_size: Some(5 * MIB),
+            metadata: Default::default(),
+            credentials: Default::default(),
+        }
+    }
+
+    fn uploads(n: u64) -> Quota {
+        Quota {
+            max_active_uploads: Some(n),
+            max_active_bytes: None,
+        }
+    }
+
+    async fn stored_uploads(t: &TestApp) -> u64 {
+        t.app
+            .store
+            .owner_usage(t.caller.owner_id)
+            .await
+            .expect("usage")
+            .uploads
+    }
+
+    fn refused(result: Result<Accepted, AppError>) -> String {
+        match result {
+            Err(AppError::Client {
+                code: ErrorCode::QuotaExceeded,
+                message,
+            }) => message,
+            other => panic!("expected QUOTA_EXCEEDED, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_upload_limit_refuses_the_next_init_and_stores_nothing() {
+        let t = TestApp::with_quota(uploads(2)).await;
+        for _ in 0..2 {
+            t.app.init(&t.caller, input(MIB), None).await.expect("room");
+        }
+        let message = refused(t.app.init(&t.caller, input(MIB), None).await);
+        assert!(message.contains("upload"), "{message}");
+        assert!(message.contains("limit is 2"), "{message}");
+        assert_eq!(stored_uploads(&t).await, 2);
+        assert_eq!(t.run_jobs().await.len(), 2, "no job for the refused init");
+    }
+
+    #[tokio::test]
+    async fn the_byte_limit_counts_declared_sizes() {
+        let t = TestApp::with_quota(Quota {
+            max_active_uploads: None,
+            max_active_bytes: Some(25 * MIB),
+        })
+        .await;
+        t.app.init(&t.caller, input(20 * MIB), None).await.unwrap();
+        let message = refused(t.app.init(&t.caller, input(6 * MIB), None).await);
+        assert!(message.contains("bytes"), "{message}");
+        assert!(message.contains(&(25 * MIB).to_string()), "{message}");
+        t.app
+            .init(&t.caller, input(5 * MIB), None)
+            .await
+            .expect("fits exactly");
+    }
+
+    #[tokio::test]
+    async fn validation_comes_before_the_quota() {
+        let t = TestApp::with_quota(uploads(0)).await;
+        let mut bad = input(MIB);
+        bad.filename = String::new();
+        let err = t.app.init(&t.caller, bad, None).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AppError::Client {
+                    code: ErrorCode::MissingRequiredFields,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_repeat_is_not_refused() {
+        let t = TestApp::with_quota(uploads(1)).await;
+        let key = IdempotencyKey::parse(Some("quota-repeat".into())).unwrap();
+        let first = t
+            .app
+            .init(&t.caller, input(MIB), key.clone())
+            .await
+            .unwrap();
+        let again = t.app.init(&t.caller, input(MIB), key).await.unwrap();
+        assert_eq!(again.upload.id, first.upload.id);
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+    }
+
+    #[tokio::test]
+    async fn completing_and_aborting_free_room_and_failed_holds_it() {
+        let t = TestApp::with_quota(uploads(1)).await;
+        let (token, upload) = t.active_upload(10 * MIB, 5 * MIB).await;
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        t.put_parts(&upload, 1..=2);
+        t.app.complete(&t.caller, &token, None).await.unwrap();
+        // Completing still counts until storage completed the object.
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        t.run_jobs().await;
+        assert_eq!(
+            t.app.reload(upload.id).await.unwrap().status,
+            UploadStatus::Completed
+        );
+        let (token, upload) = t.active_upload(MIB, 5 * MIB).await;
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        // A failed upload still holds its storage: it counts until aborted.
+        t.app
+            .store
+            .transition(
+                upload.id,
+                &[UploadStatus::Active],
+                UploadStatus::Failed,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        t.app.abort(&t.caller, &token).await.unwrap();
+        t.run_jobs().await;
+        t.app
+            .init(&t.caller, input(MIB), None)
+            .await
+            .expect("room again");
+    }
+
+    #[tokio::test]
+    async fn an_owner_override_replaces_the_default() {
+        let t = TestApp::with_quota(uploads(1)).await;
+        let name = t.caller.owner_name.clone();
+        let set = |uploads| QuotaOverride {
+            max_active_uploads: uploads,
+            max_active_bytes: OwnerLimit::Default,
+        };
+        t.app
+            .store
+            .set_owner_quota(&name, set(OwnerLimit::Max(3)))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            t.app.init(&t.caller, input(MIB), None).await.unwrap();
+        }
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        t.app
+            .store
+            .set_owner_quota(&name, set(OwnerLimit::Unlimited))
+            .await
+            .unwrap();
+        t.app.init(&t.caller, input(MIB), None).await.unwrap();
+        t.app
+            .store
+            .set_owner_quota(&name, set(OwnerLimit::Default))
+            .await
+            .unwrap();
+        refused(t.app.init(&t.caller, input(MIB), None).await);
+        let owners = t.app.store.owners().await.unwrap();
+        let (owner, held) = owners.iter().find(|(o, _)| o.name == name).unwrap();
+        assert_eq!(owner.max_active_uploads, None);
+        assert_eq!(held.uploads, 4);
+    }
+
+    #[tokio::test]
+    async fn concurrent_inits_never_overshoot() {
+        let t = TestApp::with_quota(uploads(10)).await;
+        let app = Arc::clone(&t.app);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let app = Arc::clone(&app);
+                let caller = t.caller.clone();
+                tokio::spawn(async move { app.init(&caller, input(MIB), None).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    refused(Err(e));
+                }
+            }
+        }
+        assert_eq!(ok, 10);
+        assert_eq!(stored_uploads(&t).await, 10);
     }
 }

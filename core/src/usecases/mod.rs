@@ -60,6 +60,8 @@ pub struct Settings {
     pub url_ttl: Duration,
     pub key_prefix: String,
     pub default_provider: Provider,
+    /// Every owner's quota unless `partway owners set-quota` overrides it.
+    pub quota: crate::domain::Quota,
 }
 
 /// Everything the use cases and job handlers run against. Built once per process by
