@@ -67,7 +67,11 @@ async fn record_request<E: Endpoint<Output = poem::Response>>(
 }
 
 /// The whole HTTP app: API, docs, spec, health; every error in the envelope.
-pub fn app(app: Arc<App>, cors_origins: &[String]) -> impl Endpoint {
+pub fn app(
+    app: Arc<App>,
+    cors_origins: &[String],
+    body_read_timeout: std::time::Duration,
+) -> impl Endpoint {
     let metrics_app = app.clone();
     let api = openapi_service();
     let spec = api.spec_yaml();
@@ -113,6 +117,7 @@ pub fn app(app: Arc<App>, cors_origins: &[String]) -> impl Endpoint {
     route
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .data(app)
+        .data(body::BodyReadTimeout(body_read_timeout))
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()

@@ -187,6 +187,10 @@ pub struct Config {
     /// `PARTWAY_MAX_ACTIVE_BYTES`: their total declared size (`10GiB` or bytes).
     #[serde(deserialize_with = "bytes_limit", default)]
     pub max_active_bytes: Option<u64>,
+    /// `PARTWAY_BODY_READ_TIMEOUT`: the longest a client may take to send a JSON
+    /// request body (DESIGN §7, slow clients); over it the request fails with 408.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -213,6 +217,7 @@ impl Default for Config {
             r2_access_key_id: None,
             r2_secret_access_key: None,
             default_provider: None,
+            body_read_timeout: Duration::from_secs(60),
             master_key: None,
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
             url_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -312,6 +317,11 @@ impl Config {
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        if config.body_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_BODY_READ_TIMEOUT must be positive".into(),
             ));
         }
         if config.worker_concurrency == 0 {
@@ -464,6 +474,22 @@ mod tests {
             err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn body_read_timeout_defaults_to_60s_and_must_be_positive() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.body_read_timeout, Duration::from_secs(60));
+        let set = Config::load_from(env(&[("PARTWAY_BODY_READ_TIMEOUT", "5s")])).unwrap();
+        assert_eq!(set.body_read_timeout, Duration::from_secs(5));
+        for bad in ["0s", "soon"] {
+            let err = Config::load_from(env(&[("PARTWAY_BODY_READ_TIMEOUT", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("BODY_READ_TIMEOUT")
+                    || err.to_string().contains("body_read_timeout"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

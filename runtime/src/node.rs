@@ -224,7 +224,11 @@ impl Node {
                         addr: config.bind,
                         source,
                     })?;
-            let endpoint = partway_api::app(app.clone(), &config.cors_origins());
+            let endpoint = partway_api::app(
+                app.clone(),
+                &config.cors_origins(),
+                config.body_read_timeout,
+            );
             let server = Server::new_with_acceptor(acceptor);
             tasks.push(tokio::spawn(serve(
                 server,
