@@ -217,13 +217,12 @@ impl Node {
         }
         let mut http_addr = None;
         if roles.api {
-            let (acceptor, addr) =
-                partway_api::bind(config.bind)
-                    .await
-                    .map_err(|source| StartupError::Bind {
-                        addr: config.bind,
-                        source,
-                    })?;
+            let (acceptor, addr) = partway_api::bind(config.bind, config.header_read_timeout)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
             let endpoint = partway_api::app(
                 app.clone(),
                 &config.cors_origins(),

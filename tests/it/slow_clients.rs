@@ -11,7 +11,10 @@ use tokio::{
 
 /// Short deadlines so the tests take seconds.
 fn slow_env() -> Vec<(String, String)> {
-    vec![("PARTWAY_BODY_READ_TIMEOUT".into(), "1s".into())]
+    vec![
+        ("PARTWAY_HEADER_READ_TIMEOUT".into(), "1s".into()),
+        ("PARTWAY_BODY_READ_TIMEOUT".into(), "1s".into()),
+    ]
 }
 
 /// How the server ended a trickled request.
@@ -55,6 +58,51 @@ async fn trickle(addr: &str, head: &[u8], trickle: &[u8], give_up: Duration) -> 
     }
 }
 
+/// Serves /healthz and a whole upload flow (over kept-alive connections).
+async fn serve_normally(app: &TestApp) {
+    let health = app
+        .api
+        .http
+        .get(app.api.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert!(health.status().is_success(), "{}", health.status());
+    three_part_flow(&app.api).await;
+}
+
+fn assert_cut_off(ended: &Ended) {
+    assert!(
+        ended.after < Duration::from_secs(5),
+        "cut off only after {:?}",
+        ended.after
+    );
+    assert!(
+        ended.answer.is_empty() || ended.answer.starts_with("HTTP/1.1 408"),
+        "{}",
+        ended.answer
+    );
+}
+
+#[tokio::test]
+async fn trickled_headers_are_cut_off_while_others_are_served() {
+    let app = TestApp::spawn_with(slow_env()).await;
+    let addr = app.api.base.trim_start_matches("http://").to_string();
+    // ~50 bytes at 5 a second would take ~10 s; the deadline is 1 s.
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
+    let slow = trickle(&addr, b"", request.as_bytes(), Duration::from_secs(10));
+    let (ended, ()) = tokio::join!(slow, serve_normally(&app));
+    assert_cut_off(&ended);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_deadline() {
+    let app = TestApp::spawn_with(slow_env()).await;
+    let addr = app.api.base.trim_start_matches("http://").to_string();
+    let ended = trickle(&addr, b"", b"", Duration::from_secs(10)).await;
+    assert_cut_off(&ended);
+}
+
 #[tokio::test]
 async fn a_trickled_json_body_is_cut_off_while_others_are_served() {
     let app = TestApp::spawn_with(slow_env()).await;
@@ -68,28 +116,8 @@ async fn a_trickled_json_body_is_cut_off_while_others_are_served() {
     );
     // ~90 bytes at 5 a second would take ~18 s; the deadline is 1 s.
     let slow = trickle(&addr, head.as_bytes(), body, Duration::from_secs(10));
-    let normal = async {
-        let health = app
-            .api
-            .http
-            .get(app.api.url("/healthz"))
-            .send()
-            .await
-            .expect("healthz");
-        assert!(health.status().is_success(), "{}", health.status());
-        three_part_flow(&app.api).await;
-    };
-    let (ended, ()) = tokio::join!(slow, normal);
-    assert!(
-        ended.after < Duration::from_secs(5),
-        "cut off only after {:?}",
-        ended.after
-    );
-    assert!(
-        ended.answer.is_empty() || ended.answer.starts_with("HTTP/1.1 408"),
-        "{}",
-        ended.answer
-    );
+    let (ended, ()) = tokio::join!(slow, serve_normally(&app));
+    assert_cut_off(&ended);
 }
 
 #[tokio::test]
