@@ -10,6 +10,7 @@ use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
 };
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use crate::{error::ApiError, MAX_BODY_BYTES};
 
@@ -22,6 +23,32 @@ pub trait ContractBody: DeserializeOwned + Type + Send {
 }
 
 pub struct ContractJson<T>(pub T);
+
+/// How long a client may take to send a JSON body (`PARTWAY_BODY_READ_TIMEOUT`),
+/// attached to every request by [`crate::app`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
+/// When no [`BodyReadTimeout`] is attached (the config's default).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A 408 in the envelope's shape, with `Connection: close`. `error::to_envelope`
+/// passes a 408 through as it is.
+fn request_timeout(deadline: Duration) -> poem::Error {
+    let mut response = crate::error::envelope(
+        ErrorCode::InvalidJson,
+        &format!(
+            "the body was not received within {}s",
+            deadline.as_secs_f64()
+        ),
+    );
+    response.set_status(poem::http::StatusCode::REQUEST_TIMEOUT);
+    response.headers_mut().insert(
+        poem::http::header::CONNECTION,
+        poem::http::HeaderValue::from_static("close"),
+    );
+    poem::Error::from_response(response)
+}
 
 impl<T: ContractBody> Payload for ContractJson<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
@@ -56,7 +83,20 @@ impl<T: ContractBody> ParsePayload for ContractJson<T> {
         if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
             return Err(too_large().into());
         }
-        let data = match body.take()?.into_bytes_limit(MAX_BODY_BYTES).await {
+        // Slow clients (DESIGN §7): poem 3.1 exposes neither hyper's header-read
+        // timeout nor a body deadline, and its `idle_timeout` only fires when no byte
+        // arrives at all, so a client trickling its body would hold the request open
+        // for ever. The deadline is enforced here, where every JSON body is read: past
+        // `PARTWAY_BODY_READ_TIMEOUT` the read is dropped and the answer is 408; hyper
+        // then closes the connection because the body was not read to its end.
+        let deadline = request
+            .data::<BodyReadTimeout>()
+            .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+        let read = body.take()?.into_bytes_limit(MAX_BODY_BYTES);
+        let Ok(read) = tokio::time::timeout(deadline, read).await else {
+            return Err(request_timeout(deadline));
+        };
+        let data = match read {
             Ok(data) => data,
             Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large().into()),
             Err(e) => {

@@ -123,6 +123,10 @@ pub fn to_envelope(err: poem::Error) -> Response {
         return api.as_response();
     }
     let status = err.status();
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // A body read past its deadline (`body.rs`), already in the envelope.
+        return err.into_response();
+    }
     let (code, message): (ErrorCode, String) = if let Some(e) =
         err.downcast_ref::<poem_openapi::error::ParseParamError>()
     {

@@ -4,6 +4,7 @@ mod documents;
 pub mod error;
 pub mod models;
 mod routes;
+pub mod slow;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -21,14 +22,22 @@ use poem_openapi::OpenApiService;
 pub use routes::UploadApi;
 
 /// Binds the HTTP listener and returns it with the address it got (port 0 picks one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpAcceptor, SocketAddr)> {
+/// Every connection must send each request's headers within `header_read_timeout`
+/// (`slow::HeaderDeadline`).
+pub async fn bind(
+    addr: SocketAddr,
+    header_read_timeout: std::time::Duration,
+) -> std::io::Result<(slow::HeaderDeadlineAcceptor<TcpAcceptor>, SocketAddr)> {
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     let bound = acceptor
         .local_addr()
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(addr);
-    Ok((acceptor, bound))
+    Ok((
+        slow::HeaderDeadlineAcceptor::new(acceptor, header_read_timeout),
+        bound,
+    ))
 }
 
 /// Large enough for a 10,000-part complete body.
@@ -67,7 +76,11 @@ async fn record_request<E: Endpoint<Output = poem::Response>>(
 }
 
 /// The whole HTTP app: API, docs, spec, health; every error in the envelope.
-pub fn app(app: Arc<App>, cors_origins: &[String]) -> impl Endpoint {
+pub fn app(
+    app: Arc<App>,
+    cors_origins: &[String],
+    body_read_timeout: std::time::Duration,
+) -> impl Endpoint {
     let metrics_app = app.clone();
     let api = openapi_service();
     let spec = api.spec_yaml();
@@ -113,6 +126,7 @@ pub fn app(app: Arc<App>, cors_origins: &[String]) -> impl Endpoint {
     route
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .data(app)
+        .data(body::BodyReadTimeout(body_read_timeout))
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()

@@ -187,6 +187,14 @@ pub struct Config {
     /// `PARTWAY_MAX_ACTIVE_BYTES`: their total declared size (`10GiB` or bytes).
     #[serde(deserialize_with = "bytes_limit", default)]
     pub max_active_bytes: Option<u64>,
+    /// `PARTWAY_BODY_READ_TIMEOUT`: the longest a client may take to send a JSON
+    /// request body (DESIGN §7, slow clients); over it the request fails with 408.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub body_read_timeout: Duration,
+    /// `PARTWAY_HEADER_READ_TIMEOUT`: the longest a client may take to send a
+    /// request's headers (slow-loris); over it the connection is closed.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -213,6 +221,8 @@ impl Default for Config {
             r2_access_key_id: None,
             r2_secret_access_key: None,
             default_provider: None,
+            body_read_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
             master_key: None,
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
             url_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -312,6 +322,11 @@ impl Config {
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        if config.body_read_timeout.is_zero() || config.header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_BODY_READ_TIMEOUT and PARTWAY_HEADER_READ_TIMEOUT must be positive".into(),
             ));
         }
         if config.worker_concurrency == 0 {
@@ -464,6 +479,31 @@ mod tests {
             err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn read_timeouts_default_to_10s_and_60s_and_must_be_positive() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(60));
+        let set = Config::load_from(env(&[
+            ("PARTWAY_HEADER_READ_TIMEOUT", "2s"),
+            ("PARTWAY_BODY_READ_TIMEOUT", "5s"),
+        ]))
+        .unwrap();
+        assert_eq!(set.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(set.body_read_timeout, Duration::from_secs(5));
+        for key in ["PARTWAY_HEADER_READ_TIMEOUT", "PARTWAY_BODY_READ_TIMEOUT"] {
+            let name = key.trim_start_matches("PARTWAY_");
+            for bad in ["0s", "soon"] {
+                let err = Config::load_from(env(&[(key, bad)])).unwrap_err();
+                assert!(
+                    err.to_string().contains(name)
+                        || err.to_string().contains(&name.to_lowercase()),
+                    "{key}={bad}: {err}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -217,14 +217,17 @@ impl Node {
         }
         let mut http_addr = None;
         if roles.api {
-            let (acceptor, addr) =
-                partway_api::bind(config.bind)
-                    .await
-                    .map_err(|source| StartupError::Bind {
-                        addr: config.bind,
-                        source,
-                    })?;
-            let endpoint = partway_api::app(app.clone(), &config.cors_origins());
+            let (acceptor, addr) = partway_api::bind(config.bind, config.header_read_timeout)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+            let endpoint = partway_api::app(
+                app.clone(),
+                &config.cors_origins(),
+                config.body_read_timeout,
+            );
             let server = Server::new_with_acceptor(acceptor);
             tasks.push(tokio::spawn(serve(
                 server,

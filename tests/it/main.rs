@@ -16,4 +16,5 @@ mod distributed;
 mod operations;
 mod outages;
 mod quotas;
+mod slow_clients;
 mod upload_flow;
