@@ -22,22 +22,19 @@ use poem_openapi::OpenApiService;
 pub use routes::UploadApi;
 
 /// Binds the HTTP listener and returns it with the address it got (port 0 picks one).
-/// Every connection must send each request's headers within `header_read_timeout`
-/// (`slow::HeaderDeadline`).
+/// Connections are held to `limits` (`slow.rs`): how many at once, and how long a
+/// request's headers may take.
 pub async fn bind(
     addr: SocketAddr,
-    header_read_timeout: std::time::Duration,
-) -> std::io::Result<(slow::HeaderDeadlineAcceptor<TcpAcceptor>, SocketAddr)> {
+    limits: slow::ConnectionLimits,
+) -> std::io::Result<(slow::LimitedAcceptor<TcpAcceptor>, SocketAddr)> {
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     let bound = acceptor
         .local_addr()
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(addr);
-    Ok((
-        slow::HeaderDeadlineAcceptor::new(acceptor, header_read_timeout),
-        bound,
-    ))
+    Ok((slow::LimitedAcceptor::new(acceptor, limits), bound))
 }
 
 /// Large enough for a 10,000-part complete body.

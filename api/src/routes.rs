@@ -6,7 +6,7 @@ use futures::{stream::BoxStream, StreamExt};
 use partway_core::{
     auth::Caller,
     domain::{ErrorCode, IdempotencyKey, PageLimit, PartState, UploadStatus, Wait},
-    usecases::{effective_status, parts::progress_of, token_of},
+    usecases::{effective_status, parts::progress_of, token_of, StreamLease},
     App,
 };
 use poem::web::Data;
@@ -111,6 +111,22 @@ pub enum ReadyResponse {
 pub struct UploadApi;
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// How often an idle event stream sends a comment.
+const EVENT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// What an open event stream carries from one status document to the next; dropping
+/// it (client gone, stream ended) gives the owner's slot back.
+struct StreamState {
+    app: Arc<App>,
+    lease: StreamLease,
+    events: tokio::sync::broadcast::Receiver<partway_core::ports::UploadEvent>,
+    id: uuid::Uuid,
+    /// The last document sent, minus what changes on every read.
+    last: Option<String>,
+    /// A final status was sent.
+    done: bool,
+}
 type AppData<'a> = Data<&'a Arc<App>>;
 
 async fn caller(app: &App, auth: &Auth) -> ApiResult<Caller> {
@@ -392,6 +408,11 @@ impl UploadApi {
 
     /// Server-Sent Events: the status document each time it changes, ending after a
     /// final status (completed, aborted, expired, failed).
+    ///
+    /// A stream also ends when its credential is revoked or expires (checked every
+    /// `PARTWAY_EVENT_STREAM_RECHECK`) and after `PARTWAY_EVENT_STREAM_MAX_AGE`;
+    /// clients reconnect. An owner holds at most `PARTWAY_MAX_EVENT_STREAMS` open
+    /// streams per API process (over it: 403 `QUOTA_EXCEEDED`).
     #[oai(
         path = "/api/v1/upload/multipart/:resumeToken/events",
         method = "get",
@@ -406,39 +427,52 @@ impl UploadApi {
     ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
         let caller = caller(&app, &auth).await?;
         let upload = app.get(&caller, &resume_token.0).await?;
+        let lease = app.open_stream(&caller, auth.key())?;
         let app: Arc<App> = Arc::clone(&app);
         let events = app.subscribe(upload.id).await;
-        let state = (app, events, upload.id, None::<String>, false);
-        let stream =
-            futures::stream::unfold(state, |(app, mut events, id, mut last, done)| async move {
-                if done {
+        let state = StreamState {
+            app,
+            lease,
+            events,
+            id: upload.id,
+            last: None,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            loop {
+                if let Err(end) = s.app.stream_may_continue(&mut s.lease).await {
+                    tracing::debug!(upload = %s.id, ?end, "event stream ends");
                     return None;
                 }
-                loop {
-                    let current = app.reload(id).await.ok()?;
-                    let doc = status_doc(&app, &current).await.ok()?;
-                    // downloadUrl differs on every read; compare the rest.
-                    let fingerprint = format!(
-                        "{}|{}|{}|{}|{:?}",
-                        doc.status,
-                        doc.updated_at,
-                        doc.urls_ready,
-                        doc.progress.uploaded_bytes,
-                        doc.last_error.as_ref().map(|e| &e.code)
-                    );
-                    if last.as_deref() != Some(fingerprint.as_str()) {
-                        last = Some(fingerprint);
-                        let final_status =
-                            effective_status(&current, chrono::Utc::now()).is_final();
-                        return Some((doc, (app, events, id, last, final_status)));
-                    }
-                    tokio::select! {
-                        _ = events.recv() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+                let current = s.app.reload(s.id).await.ok()?;
+                let doc = status_doc(&s.app, &current).await.ok()?;
+                // downloadUrl differs on every read; compare the rest.
+                let fingerprint = format!(
+                    "{}|{}|{}|{}|{:?}",
+                    doc.status,
+                    doc.updated_at,
+                    doc.urls_ready,
+                    doc.progress.uploaded_bytes,
+                    doc.last_error.as_ref().map(|e| &e.code)
+                );
+                if s.last.as_deref() != Some(fingerprint.as_str()) {
+                    s.last = Some(fingerprint);
+                    s.done = effective_status(&current, chrono::Utc::now()).is_final();
+                    return Some((doc, s));
                 }
-            });
-        Ok(EventStream::new(stream.boxed()).keep_alive(Duration::from_secs(15)))
+                tokio::select! {
+                    _ = s.events.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        // The keep-alive comment is also how a client that went away is noticed (hyper
+        // reads nothing while it streams; the second write after a close fails), and
+        // with it the owner's stream slot is given back.
+        Ok(EventStream::new(stream.boxed()).keep_alive(EVENT_KEEP_ALIVE))
     }
 
     /// The caller's uploads, newest first.

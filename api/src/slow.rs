@@ -1,4 +1,10 @@
-//! A deadline on reading a request's headers (DESIGN §7, slow clients).
+//! Limits on connections (DESIGN §7, slow or hostile clients): at most
+//! `PARTWAY_MAX_CONNECTIONS` open at once, and a deadline on reading each request's
+//! headers.
+//!
+//! The cap is a semaphore taken before `accept`: at the cap, new clients wait in the
+//! kernel's listen backlog until a connection closes (idle ones close at the header
+//! deadline), instead of each costing a task, buffers and a file descriptor.
 //!
 //! poem 3.1 builds hyper's connection itself and sets no timer, so hyper's own
 //! `header_read_timeout` never fires, and poem's `idle_timeout` only closes a
@@ -24,33 +30,94 @@ use poem::{
     listener::Acceptor,
     web::{LocalAddr, RemoteAddr},
 };
+use std::sync::Arc;
+
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 
-/// Wraps an acceptor so each connection gets a [`HeaderDeadline`].
-pub struct HeaderDeadlineAcceptor<A> {
-    inner: A,
-    timeout: Duration,
+/// What every client connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// `PARTWAY_HEADER_READ_TIMEOUT`.
+    pub header_read_timeout: Duration,
+    /// `PARTWAY_MAX_CONNECTIONS`.
+    pub max_connections: u32,
 }
 
-impl<A> HeaderDeadlineAcceptor<A> {
-    pub fn new(inner: A, timeout: Duration) -> Self {
-        Self { inner, timeout }
+/// Wraps an acceptor: takes a connection slot before each accept, and gives each
+/// connection a [`HeaderDeadline`].
+pub struct LimitedAcceptor<A> {
+    inner: A,
+    header_read_timeout: Duration,
+    slots: Arc<Semaphore>,
+}
+
+impl<A> LimitedAcceptor<A> {
+    pub fn new(inner: A, limits: ConnectionLimits) -> Self {
+        Self {
+            inner,
+            header_read_timeout: limits.header_read_timeout,
+            slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+        }
     }
 }
 
-impl<A: Acceptor> Acceptor for HeaderDeadlineAcceptor<A> {
-    type Io = HeaderDeadline<A::Io>;
+impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
+    type Io = Connection<A::Io>;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
         self.inner.local_addr()
     }
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("connection slots closed"))?;
         let (io, local, remote, scheme) = self.inner.accept().await?;
-        Ok((HeaderDeadline::new(io, self.timeout), local, remote, scheme))
+        let io = Connection {
+            io: HeaderDeadline::new(io, self.header_read_timeout),
+            _slot: slot,
+        };
+        Ok((io, local, remote, scheme))
+    }
+}
+
+/// A served connection: its IO under the header deadline, and its slot, given back
+/// when hyper drops the connection.
+pub struct Connection<Io> {
+    io: HeaderDeadline<Io>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Connection<Io> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Connection<Io> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

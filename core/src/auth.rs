@@ -45,6 +45,17 @@ impl KeyCache {
                 return Ok(caller.clone());
             }
         }
+        self.refresh(store, hash).await
+    }
+
+    /// Looks the key up in the store, past the cache, and caches the answer: an open
+    /// event stream checks this way, so a revocation ends it (and then fails new
+    /// requests here) without waiting for the cache.
+    pub async fn recheck(&self, store: &Store, presented: &str) -> Result<Option<Caller>, DbErr> {
+        self.refresh(store, hash_api_key(presented)).await
+    }
+
+    async fn refresh(&self, store: &Store, hash: String) -> Result<Option<Caller>, DbErr> {
         let caller = lookup(store, &hash).await?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED_KEYS {

@@ -195,6 +195,20 @@ pub struct Config {
     /// request's headers (slow-loris); over it the connection is closed.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
+    /// `PARTWAY_MAX_CONNECTIONS`: open HTTP connections one API process serves at
+    /// once; further clients wait in the listen backlog until one closes.
+    pub max_connections: u32,
+    /// `PARTWAY_MAX_EVENT_STREAMS`: event streams one owner may hold open on one API
+    /// process; over it, 403 `QUOTA_EXCEEDED`.
+    pub max_event_streams: u32,
+    /// `PARTWAY_EVENT_STREAM_MAX_AGE`: an event stream ends after this long (clients
+    /// reconnect), so none lives on forever.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub event_stream_max_age: Duration,
+    /// `PARTWAY_EVENT_STREAM_RECHECK`: how often an open stream checks its credential
+    /// again (at most 30 s); a revoked or expired one ends the stream.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub event_stream_recheck: Duration,
 }
 
 impl Default for Config {
@@ -223,6 +237,10 @@ impl Default for Config {
             default_provider: None,
             body_read_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_event_streams: 256,
+            event_stream_max_age: Duration::from_secs(3600),
+            event_stream_recheck: MAX_STREAM_RECHECK,
             master_key: None,
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
             url_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -238,6 +256,9 @@ impl Default for Config {
         }
     }
 }
+
+/// An open event stream checks its credential at least this often (DESIGN §7).
+pub const MAX_STREAM_RECHECK: Duration = Duration::from_secs(30);
 
 /// SigV4 presigned URLs cannot live longer than 7 days.
 pub const MAX_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -327,6 +348,22 @@ impl Config {
         if config.body_read_timeout.is_zero() || config.header_read_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_BODY_READ_TIMEOUT and PARTWAY_HEADER_READ_TIMEOUT must be positive".into(),
+            ));
+        }
+        if config.max_connections == 0 || config.max_event_streams == 0 {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_MAX_CONNECTIONS and PARTWAY_MAX_EVENT_STREAMS must be at least 1".into(),
+            ));
+        }
+        if config.event_stream_max_age.is_zero() {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_EVENT_STREAM_MAX_AGE must be positive".into(),
+            ));
+        }
+        if config.event_stream_recheck.is_zero() || config.event_stream_recheck > MAX_STREAM_RECHECK
+        {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_EVENT_STREAM_RECHECK must be between 1s and 30s".into(),
             ));
         }
         if config.worker_concurrency == 0 {
@@ -479,6 +516,36 @@ mod tests {
             err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_and_event_stream_limits() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.max_connections, 4096);
+        assert_eq!(config.max_event_streams, 256);
+        assert_eq!(config.event_stream_max_age, Duration::from_secs(3600));
+        assert_eq!(config.event_stream_recheck, Duration::from_secs(30));
+        let set = Config::load_from(env(&[
+            ("PARTWAY_MAX_CONNECTIONS", "8"),
+            ("PARTWAY_MAX_EVENT_STREAMS", "2"),
+            ("PARTWAY_EVENT_STREAM_MAX_AGE", "10m"),
+            ("PARTWAY_EVENT_STREAM_RECHECK", "1s"),
+        ]))
+        .unwrap();
+        assert_eq!(set.max_connections, 8);
+        assert_eq!(set.max_event_streams, 2);
+        assert_eq!(set.event_stream_max_age, Duration::from_secs(600));
+        assert_eq!(set.event_stream_recheck, Duration::from_secs(1));
+        for (name, value) in [
+            ("PARTWAY_MAX_CONNECTIONS", "0"),
+            ("PARTWAY_MAX_EVENT_STREAMS", "0"),
+            ("PARTWAY_EVENT_STREAM_MAX_AGE", "0s"),
+            ("PARTWAY_EVENT_STREAM_RECHECK", "31s"),
+            ("PARTWAY_EVENT_STREAM_RECHECK", "0s"),
+        ] {
+            let err = Config::load_from(env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={value}: {err}");
+        }
     }
 
     #[test]

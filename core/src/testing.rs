@@ -313,6 +313,30 @@ impl TestApp {
         t
     }
 
+    /// [`TestApp::new`] with these event-stream limits.
+    pub async fn with_stream_limits(limits: crate::usecases::StreamLimits) -> TestApp {
+        let mut t = TestApp::new().await;
+        Arc::get_mut(&mut t.app)
+            .expect("the app is not shared yet")
+            .settings
+            .streams = limits;
+        t
+    }
+
+    /// Revokes the caller's API key in the store (as `partway keys revoke` does).
+    pub async fn revoke_key(&self) {
+        let key = self
+            .app
+            .store
+            .key_with_hash(&hash_api_key(&self.api_key))
+            .await
+            .expect("key lookup")
+            .expect("the test key");
+        crate::auth::revoke_key(&self.app.store, key.id)
+            .await
+            .expect("revoke");
+    }
+
     /// With this outbound guard, and `factory` instead of [`MemoryStorage`]'s when given
     /// (e.g. the real `S3Factory`, to see what a connection does).
     pub async fn with(
@@ -359,6 +383,7 @@ impl TestApp {
                 key_prefix: "uploads".into(),
                 default_provider: Provider::S3,
                 quota: crate::domain::Quota::default(),
+                streams: crate::usecases::StreamLimits::default(),
             },
         );
         let caller = app

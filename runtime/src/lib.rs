@@ -12,7 +12,7 @@ use partway_core::{
     ports::{JobQueue, ProgressCache},
     storage::{S3Factory, StorageCredentials, StorageRegistry, StorageTarget},
     store::Store,
-    usecases::Settings,
+    usecases::{Settings, StreamLimits},
     App,
 };
 use partway_migration::{Migrator, MigratorTrait};
@@ -303,6 +303,11 @@ pub fn build_app(
         key_prefix: config.key_prefix.clone(),
         default_provider: default_provider(config, &targets)?,
         quota: config.quota(),
+        streams: StreamLimits {
+            per_owner: config.max_event_streams,
+            max_age: config.event_stream_max_age,
+            recheck: config.event_stream_recheck,
+        },
     };
     let storage = StorageRegistry::new(targets.clone(), Arc::new(S3Factory::default()))
         .with_outbound(outbound_policy(config, &targets)?);

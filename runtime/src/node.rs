@@ -217,12 +217,17 @@ impl Node {
         }
         let mut http_addr = None;
         if roles.api {
-            let (acceptor, addr) = partway_api::bind(config.bind, config.header_read_timeout)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.bind,
-                    source,
-                })?;
+            let limits = partway_api::slow::ConnectionLimits {
+                header_read_timeout: config.header_read_timeout,
+                max_connections: config.max_connections,
+            };
+            let (acceptor, addr) =
+                partway_api::bind(config.bind, limits)
+                    .await
+                    .map_err(|source| StartupError::Bind {
+                        addr: config.bind,
+                        source,
+                    })?;
             let endpoint = partway_api::app(
                 app.clone(),
                 &config.cors_origins(),

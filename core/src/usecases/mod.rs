@@ -17,6 +17,7 @@
 //! | [`settle`] | `?wait=N`: wait for the queued job, then the upload as it is |
 //! | [`sweep`] | mark expired uploads and queue their storage aborts |
 //! | [`metrics`] | the gauges read from the database |
+//! | [`events`] | an open event stream's lease: owner slots, credential re-check, lifetime |
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -36,6 +37,7 @@ pub mod abort;
 pub mod auth;
 pub mod complete;
 mod error;
+pub mod events;
 pub mod init;
 pub mod list;
 pub mod metrics;
@@ -49,6 +51,7 @@ mod storage_of;
 pub mod sweep;
 
 pub use error::AppError;
+pub use events::{StreamEnd, StreamLease, StreamLimits};
 pub use init::InitInput;
 pub use parts::PartView;
 pub use settle::Settled;
@@ -62,6 +65,8 @@ pub struct Settings {
     pub default_provider: Provider,
     /// Every owner's quota unless `partway owners set-quota` overrides it.
     pub quota: crate::domain::Quota,
+    /// Open event streams: per owner, lifetime, credential re-check.
+    pub streams: StreamLimits,
 }
 
 /// Everything the use cases and job handlers run against. Built once per process by
@@ -74,6 +79,7 @@ pub struct App {
     pub(crate) queue: Arc<dyn JobQueue>,
     master_key: MasterKey,
     keys: KeyCache,
+    streams: Arc<events::OpenStreams>,
     pub(crate) settings: Settings,
 }
 
@@ -100,6 +106,7 @@ impl App {
             queue,
             master_key,
             keys: KeyCache::default(),
+            streams: Arc::default(),
             settings,
         }
     }
