@@ -96,7 +96,8 @@ impl PartState {
 }
 
 /// Bring-your-own storage credentials as a client sent them (all optional strings).
-#[derive(Debug, Default, Clone)]
+/// `Debug` shows which fields were sent, never the keys.
+#[derive(Default, Clone)]
 pub struct ByoCredentials {
     pub s3_access_key: Option<String>,
     pub s3_secret_key: Option<String>,
@@ -107,6 +108,23 @@ pub struct ByoCredentials {
     pub r2_secret_key: Option<String>,
     pub r2_account_id: Option<String>,
     pub r2_bucket: Option<String>,
+}
+
+impl std::fmt::Debug for ByoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("ByoCredentials")
+            .field("s3_access_key", &secret(&self.s3_access_key))
+            .field("s3_secret_key", &secret(&self.s3_secret_key))
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("r2_access_key", &secret(&self.r2_access_key))
+            .field("r2_secret_key", &secret(&self.r2_secret_key))
+            .field("r2_account_id", &self.r2_account_id)
+            .field("r2_bucket", &self.r2_bucket)
+            .finish()
+    }
 }
 
 /// Where an upload goes: the server's storage for a provider, or a bucket the client
@@ -307,6 +325,31 @@ mod tests {
                 ErrorCode::InvalidParameter
             );
         }
+    }
+
+    #[test]
+    fn byo_credentials_debug_shows_no_key() {
+        let byo = ByoCredentials {
+            s3_access_key: Some("AKIA-ACCESS-KEY".into()),
+            s3_secret_key: Some("very-secret-key".into()),
+            s3_bucket: Some("bucket".into()),
+            r2_access_key: Some("r2-access".into()),
+            r2_secret_key: Some("r2-secret".into()),
+            ..Default::default()
+        };
+        let shown = format!("{byo:?}");
+        for secret in [
+            "AKIA-ACCESS-KEY",
+            "very-secret-key",
+            "r2-access",
+            "r2-secret",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("bucket") && shown.contains("[redacted]"),
+            "{shown}"
+        );
     }
 
     #[test]
