@@ -133,7 +133,9 @@ impl Client {
         if key.is_empty() {
             return Err("no API key: pass --key or set PARTWAY_API_KEY".into());
         }
+        // No redirects: a followed redirect would carry the API key to another host.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

@@ -343,3 +343,50 @@ async fn failures_are_one_line_errors() {
     assert!(uploads(&app).await.is_empty(), "nothing was created");
     assert!(state_entries(dir.path()).is_empty());
 }
+
+/// Accepts connections on a loopback port and counts them, answering each with
+/// `answer`; returns the port and the count.
+async fn counting_server(answer: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn the_client_follows_no_redirect_so_the_key_stays_with_the_server() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (elsewhere, reached) = counting_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".into(),
+    )
+    .await;
+    let (redirecting, _) = counting_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere}/api/v1/uploads\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ))
+    .await;
+    let output = partway(&app, dir.path())
+        .args(["ls", "--server", &format!("http://127.0.0.1:{redirecting}")])
+        .output()
+        .await
+        .unwrap();
+    assert_one_line_error(&output, "307");
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed (with the API key)"
+    );
+}
