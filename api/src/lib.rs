@@ -8,13 +8,14 @@ pub mod slow;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use partway_core::App;
+use error::ApiError;
+use partway_core::{domain::ErrorCode, App};
 use poem::{
     endpoint::make_sync,
-    http::Method,
+    http::{header, Method},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    middleware::{Cors, Tracing},
-    web::WithContentType,
+    middleware::{Cors, SetHeader, Tracing},
+    web::{RemoteAddr, WithContentType},
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
 };
 use poem_openapi::OpenApiService;
@@ -72,30 +73,84 @@ async fn record_request<E: Endpoint<Output = poem::Response>>(
     Ok(response)
 }
 
+/// The Swagger UI page is one HTML document with its script and styles inline and the
+/// spec embedded: it needs nothing from elsewhere, so its policy allows nothing from
+/// elsewhere (no framing, no outside images such as the validator badge, requests
+/// only to this origin for "Try it out").
+const DOCS_CSP: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn docs_headers() -> SetHeader {
+    SetHeader::new()
+        .overriding(header::CONTENT_SECURITY_POLICY, DOCS_CSP)
+        .overriding(header::X_FRAME_OPTIONS, "DENY")
+        .overriding(header::REFERRER_POLICY, "no-referrer")
+}
+
+/// Where an API process serves `/metrics` (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsExposure {
+    /// On the API's own listener, to loopback clients only (no `PARTWAY_METRICS_BIND`).
+    LoopbackOnMain,
+    /// On `PARTWAY_METRICS_BIND` ([`metrics_endpoint`]); not on the API's listener.
+    OwnListener,
+}
+
+/// `/metrics` in Prometheus text format (the gauges read from the database are
+/// cached for a few seconds: `App::render_metrics`).
+pub fn metrics_endpoint(app: Arc<App>) -> impl Endpoint<Output = poem::Response> {
+    poem::endpoint::make(move |_| {
+        let app = app.clone();
+        async move {
+            app.render_metrics()
+                .await
+                .with_content_type("text/plain; version=0.0.4")
+                .into_response()
+        }
+    })
+}
+
+/// Whether a request came from this machine (IPv4, IPv6 or IPv4-mapped loopback).
+/// A client behind a proxy on this machine counts as local: put `/metrics` on its own
+/// bind when a proxy fronts the API.
+fn is_loopback_client(remote: &RemoteAddr) -> bool {
+    remote
+        .as_socket_addr()
+        .is_some_and(|a| a.ip().to_canonical().is_loopback())
+}
+
 /// The whole HTTP app: API, docs, spec, health; every error in the envelope.
 pub fn app(
     app: Arc<App>,
     cors_origins: &[String],
     body_read_timeout: std::time::Duration,
+    metrics: MetricsExposure,
 ) -> impl Endpoint {
     let metrics_app = app.clone();
     let api = openapi_service();
     let spec = api.spec_yaml();
     let docs = api.swagger_ui();
-    let route = Route::new()
-        .nest("/docs", docs)
-        .at(
+    let route = Route::new().nest("/docs", docs.with(docs_headers()));
+    let route = match metrics {
+        MetricsExposure::LoopbackOnMain => route.at(
             "/metrics",
-            poem::endpoint::make(move |_| {
-                let app = metrics_app.clone();
-                async move {
-                    app.render_metrics()
-                        .await
-                        .with_content_type("text/plain; version=0.0.4")
-                        .into_response()
+            metrics_endpoint(metrics_app).before(|req: poem::Request| async move {
+                if is_loopback_client(req.remote_addr()) {
+                    Ok(req)
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "/metrics answers loopback clients only; set PARTWAY_METRICS_BIND to serve it on an address of its own",
+                    )
+                    .into())
                 }
             }),
-        )
+        ),
+        MetricsExposure::OwnListener => route,
+    };
+    let route = route
         .at(
             "/openapi.yaml",
             make_sync(move |_| {
@@ -124,9 +179,49 @@ pub fn app(
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .data(app)
         .data(body::BodyReadTimeout(body_read_timeout))
+        // Every answer is JSON, YAML, plain text or the docs page: never sniffed.
+        .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()
         .around(record_request)
         .into_endpoint()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_clients_are_local() {
+        for local in [
+            "127.0.0.1:5000",
+            "127.8.9.10:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            let addr: SocketAddr = local.parse().unwrap();
+            assert!(
+                is_loopback_client(&RemoteAddr(poem::Addr::SocketAddr(addr))),
+                "{local}"
+            );
+        }
+        for remote in [
+            "10.0.0.1:5000",
+            "192.168.1.2:80",
+            "[2001:db8::1]:80",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0:80",
+        ] {
+            let addr: SocketAddr = remote.parse().unwrap();
+            assert!(
+                !is_loopback_client(&RemoteAddr(poem::Addr::SocketAddr(addr))),
+                "{remote}"
+            );
+        }
+        assert!(
+            !is_loopback_client(&RemoteAddr(poem::Addr::Custom("test", "x".into()))),
+            "unknown address"
+        );
+    }
 }

@@ -47,6 +47,7 @@ pub enum ErrorCode {
     UploadAborted,
     UploadNotReady,
     UploadExpired,
+    Forbidden,
     QuotaExceeded,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -84,7 +85,7 @@ impl ErrorCode {
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidParameter
             | ErrorCode::InvalidEndpoint => 400,
-            ErrorCode::QuotaExceeded => 403,
+            ErrorCode::Forbidden | ErrorCode::QuotaExceeded => 403,
             ErrorCode::UploadNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::UploadAlreadyCompleted

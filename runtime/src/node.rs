@@ -3,6 +3,7 @@
 //! `partway-worker` differ only in their [`Roles`] and in what is embedded.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use partway_api::MetricsExposure;
 use partway_core::{auth, config::Config, crypto::generate_api_key, queue::EmbeddedQueue, App};
 use partway_embedded_s3::{EmbeddedS3, EmbeddedS3Config};
 use poem::Server;
@@ -228,10 +229,16 @@ impl Node {
                         addr: config.bind,
                         source,
                     })?;
+            let metrics = if config.metrics_bind.is_some() {
+                MetricsExposure::OwnListener
+            } else {
+                MetricsExposure::LoopbackOnMain
+            };
             let endpoint = partway_api::app(
                 app.clone(),
                 &config.cors_origins(),
                 config.body_read_timeout,
+                metrics,
             );
             let server = Server::new_with_acceptor(acceptor);
             tasks.push(tokio::spawn(serve(
@@ -241,15 +248,14 @@ impl Node {
                 Some(SHUTDOWN_GRACE),
             )));
             http_addr = Some(addr);
-        } else if let Some(bind) = config.metrics_bind {
-            // A process without the API still shows its job metrics.
-            let endpoint = poem::Route::new().at(
-                "/metrics",
-                poem::endpoint::make_sync(|_| partway_core::metrics::render()),
-            );
+        }
+        if let Some(bind) = config.metrics_bind {
+            // Its own address (API and worker alike), so it can stay off the public one.
+            let endpoint =
+                poem::Route::new().at("/metrics", partway_api::metrics_endpoint(app.clone()));
             let server = Server::new(poem::listener::TcpListener::bind(bind));
             tasks.push(tokio::spawn(serve(server, endpoint, stop.clone(), None)));
-            info!(%bind, "worker metrics at /metrics");
+            info!(%bind, "metrics at /metrics");
         }
         Ok(Node {
             app,

@@ -132,24 +132,31 @@ async fn events_stream_status_documents_until_completion() {
     assert!(text.contains("\"status\":\"completed\""), "{text}");
 }
 
+/// GET a URL's body as text.
+async fn text_of(api: &crate::common::Api, url: &str) -> (StatusCode, String) {
+    let response = api.http.get(url).send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
 #[tokio::test]
-async fn metrics_count_requests_jobs_and_uploads() {
-    let port = crate::common::private::free_port();
-    let metrics_bind = vec![("PARTWAY_METRICS_BIND".into(), format!("127.0.0.1:{port}"))];
-    let Some(cluster) = Cluster::start_with(1, metrics_bind).await else {
+async fn metrics_count_requests_jobs_and_uploads_on_their_own_addresses() {
+    let api_port = crate::common::private::free_port();
+    let worker_port = crate::common::private::free_port();
+    let api_bind = vec![(
+        "PARTWAY_METRICS_BIND".into(),
+        format!("127.0.0.1:{api_port}"),
+    )];
+    let Some(mut cluster) = Cluster::start_with(0, api_bind).await else {
         return;
     };
+    cluster.add_worker_with(&[("PARTWAY_METRICS_BIND", format!("127.0.0.1:{worker_port}"))]);
     let api = &cluster.api;
     api.init("m.bin", MIB).await;
-    let text = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // With PARTWAY_METRICS_BIND, the API's own listener does not serve /metrics.
+    let (status, _) = text_of(api, &api.url("/metrics")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = text_of(api, &format!("http://127.0.0.1:{api_port}/metrics")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
     assert!(
         text.contains("partway_http_requests_total{route=\"init\",status=\"200\"} 1"),
         "{text}"
@@ -164,23 +171,30 @@ async fn metrics_count_requests_jobs_and_uploads() {
     );
     let (status, ready) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
-    let worker = api
-        .http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        worker.contains("partway_job_runs_total{kind=\"init\",outcome=\"done\"} 1"),
-        "{worker}"
-    );
-    assert!(
-        worker.contains("partway_presigned_urls_total 1"),
-        "{worker}"
-    );
+    // The worker's job counters, polled: its metrics listener may start a moment
+    // after the job ran.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = api
+            .http
+            .get(format!("http://127.0.0.1:{worker_port}/metrics"))
+            .send()
+            .await;
+        if let Ok(response) = answer {
+            let worker = response.text().await.unwrap();
+            if worker.contains("partway_job_runs_total{kind=\"init\",outcome=\"done\"} 1") {
+                assert!(
+                    worker.contains("partway_presigned_urls_total 1"),
+                    "{worker}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "{worker}");
+        } else {
+            assert!(Instant::now() < deadline, "worker metrics never answered");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -198,6 +198,34 @@ async fn health_and_readiness_answer() {
 }
 
 #[tokio::test]
+async fn the_docs_page_cannot_be_framed_or_load_from_elsewhere() {
+    let app = TestApp::spawn().await;
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    let header = |name: &str| {
+        docs.headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let csp = header("content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    // The page loads nothing from another origin: every script and style is inline.
+    let html = docs.text().await.unwrap();
+    for pattern in ["<script src=", "<link rel=\"stylesheet\" href=\"http"] {
+        assert!(!html.contains(pattern), "{pattern} in the docs page");
+    }
+    // API answers are never sniffed either.
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
 async fn an_upload_past_its_expiry_counts_as_expired_before_the_sweep() {
     let app = TestApp::spawn_with(vec![
         ("PARTWAY_UPLOAD_TTL".into(), "1s".into()),
@@ -244,4 +272,32 @@ async fn an_upload_past_its_expiry_counts_as_expired_before_the_sweep() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     app.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_answer_loopback_clients_with_cached_database_gauges() {
+    let app = TestApp::spawn().await;
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("partway_uploads{status=\"active\"} 0"),
+        "{text}"
+    );
+    // Within the refresh interval the gauges are not read again: a new upload shows
+    // in the request counter at once, in the database gauge later.
+    app.init("gauge.bin", 1024).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("partway_uploads{status=\"active\"} 0"),
+        "{text}"
+    );
 }

@@ -80,6 +80,8 @@ pub struct App {
     master_key: MasterKey,
     keys: KeyCache,
     streams: Arc<events::OpenStreams>,
+    /// When `/metrics` last read the database gauges.
+    gauges_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
     pub(crate) settings: Settings,
 }
 
@@ -107,6 +109,7 @@ impl App {
             master_key,
             keys: KeyCache::default(),
             streams: Arc::default(),
+            gauges_refreshed: Default::default(),
             settings,
         }
     }

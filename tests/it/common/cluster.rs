@@ -166,9 +166,15 @@ impl Cluster {
     }
 
     pub fn add_worker(&mut self) {
+        self.add_worker_with(&[]);
+    }
+
+    /// A worker with some variables of its own (e.g. its metrics address).
+    pub fn add_worker_with(&mut self, overrides: &[(&str, String)]) {
         let n = self.workers.len();
         let worker = Command::new(binary("partway-worker"))
             .envs(self.env.iter().cloned())
+            .envs(overrides.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(
                 std::fs::File::create(self.logs.path().join(format!("worker-{n}.log"))).unwrap(),
