@@ -175,6 +175,7 @@ mod tests {
             ("INVALID_JSON", 400),
             ("INVALID_PARAMETER", 400),
             ("INVALID_ENDPOINT", 400),
+            ("FORBIDDEN", 403),
             ("QUOTA_EXCEEDED", 403),
             ("UPLOAD_NOT_FOUND", 404),
             ("NOT_FOUND", 404),
