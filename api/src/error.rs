@@ -150,7 +150,7 @@ pub fn to_envelope(err: poem::Error) -> Response {
         } else {
             (
                 ErrorCode::InvalidParameter,
-                param_message(&e.name, &e.reason),
+                param_message(e.name, &e.reason),
             )
         }
     } else if err.is::<poem_openapi::error::ParsePathError>() {
