@@ -11,8 +11,8 @@ use super::{Accepted, App, AppError};
 use crate::{
     auth::Caller,
     domain::{
-        object_key, validate_filename, validate_metadata, ByoCredentials, ErrorCode,
-        IdempotencyKey, PartPlan, Provider, ResumeToken, StorageChoice, UploadStatus,
+        object_key, printable_not_blank, validate_filename, validate_metadata, ByoCredentials,
+        ErrorCode, IdempotencyKey, PartPlan, Provider, ResumeToken, StorageChoice, UploadStatus,
         ValidationError,
     },
     jobs::JobKind,
@@ -47,15 +47,17 @@ impl App {
                 "filename, fileSize and contentType are required",
             ));
         }
-        let provider = match input.provider.as_deref().map(str::trim) {
+        // Exactly `S3`/`R2` in either case, or empty (the spec's pattern says the same).
+        let provider = match input.provider.as_deref() {
             Some(p) if !p.is_empty() => p.parse::<Provider>()?,
             _ => self.settings.default_provider,
         };
         validate_filename(&input.filename)?;
-        if input.content_type.len() > 255 || input.content_type.chars().any(|c| c.is_control()) {
+        // It becomes the object's Content-Type header at storage.
+        if input.content_type.len() > 255 || !printable_not_blank(&input.content_type) {
             return Err(AppError::client(
                 ErrorCode::InvalidParameter,
-                "contentType must be a media type of at most 255 characters",
+                "contentType must be a media type of at most 255 printable ASCII characters",
             ));
         }
         validate_metadata(&input.metadata)?;

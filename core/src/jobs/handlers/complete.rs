@@ -59,6 +59,8 @@ impl App {
                                 ""
                             }
                         );
+                        // Not the request's fault but the upload's state (409): upload
+                        // the missing parts, then complete again.
                         return self
                             .back_to_active(&upload, ErrorCode::IncompleteParts, &message)
                             .await;
