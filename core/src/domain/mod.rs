@@ -7,6 +7,7 @@
 //! every rule and can exercise it without a database, queue or storage.
 
 pub mod input;
+pub mod last_error;
 pub mod plan;
 pub mod progress;
 pub mod quota;
@@ -14,6 +15,7 @@ pub mod url_pages;
 pub mod validate;
 
 pub use input::*;
+pub use last_error::{last_error_message, shown_last_error};
 pub use partway_protocol::{
     ErrorCode, Provider, ResumeToken, UploadStatus, ValidationError, R2_MAX_OBJECT_SIZE,
     S3_MAX_OBJECT_SIZE,
