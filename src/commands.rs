@@ -227,6 +227,7 @@ async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     let url = app.base_url();
     println!("partway is running");
@@ -236,10 +237,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(s3) = app.embedded_s3_endpoint() {
         println!("  Storage:   {s3} (embedded S3 endpoint)");
     }
-    let key = app.dev_api_key();
-    println!("  Dev key:   {key}");
-    println!();
-    println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
+    let key = Some(app.dev_api_key()).filter(|k| !k.is_empty());
+    if let Some(addr) = app.local_addr() {
+        for line in partway::dev_key_lines(addr, key, &data_dir) {
+            println!("{line}");
+        }
+    }
     partway_runtime::shutdown_signal().await;
     println!("shutting down");
     app.shutdown().await;

@@ -1,6 +1,12 @@
 //! Issue 11 (DESIGN §7, at rest and in answers) over the real service: `lastError`
 //! texts, download URLs, sealed credentials, data-dir modes and the development key.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
 use crate::common::*;
+use partway::Application;
 use partway_core::domain::{last_error_message, ErrorCode};
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
@@ -47,4 +53,210 @@ async fn last_error_is_a_fixed_text_per_code() {
         json!({"code": "SERVICE_UNAVAILABLE", "message": last_error_message(ErrorCode::ServiceUnavailable)})
     );
     app.app.shutdown().await;
+}
+
+/// Every directory under `root` (itself included) and every file: their modes.
+#[cfg(unix)]
+fn modes(root: &Path) -> Vec<(String, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        out.push((
+            path.display().to_string(),
+            meta.is_dir(),
+            meta.permissions().mode() & 0o777,
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn assert_private(root: &Path) {
+    let all = modes(root);
+    assert!(all.len() > 5, "{all:?}");
+    for (path, is_dir, mode) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{path} is {mode:o}, not {want:o}");
+    }
+    for name in ["partway.db", "partway.db-wal", "master.key", "dev-api-key"] {
+        assert!(
+            all.iter().any(|(p, _, _)| p.ends_with(name)),
+            "{name} missing: {all:?}"
+        );
+    }
+}
+
+/// Issue 11 item 6: after an upload through the all-in-one service, the data dir is
+/// 0700 and every file in it (database, WAL, keys, stored objects, part files) 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = Application::build(config_for(&data_dir, &[])).await.unwrap();
+    let api = Api::new(app.base_url(), app.dev_api_key().to_string());
+    three_part_flow(&api).await;
+    // One more upload left unfinished, so part files are on disk too.
+    let init = api.init("open.bin", 6 * MIB).await;
+    let part = init["partUrls"][0].clone();
+    api.put_part(part["url"].as_str().unwrap(), test_bytes(5 * MIB, 2))
+        .await;
+    assert!(
+        modes(&data_dir).iter().any(|(p, _, _)| p.ends_with("report.pdf")),
+        "the object is stored"
+    );
+    assert_private(&data_dir);
+    app.shutdown().await;
+}
+
+/// An existing data dir an earlier version left open to others is closed at start.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_open_data_dir_is_closed_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(data_dir.join("s3/partway")).unwrap();
+    std::fs::write(data_dir.join("s3/partway/old.bin"), b"old").unwrap();
+    for (path, mode) in [
+        (data_dir.clone(), 0o755),
+        (data_dir.join("s3"), 0o755),
+        (data_dir.join("s3/partway"), 0o755),
+        (data_dir.join("s3/partway/old.bin"), 0o644),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let app = Application::build(config_for(&data_dir, &[])).await.unwrap();
+    assert_private(&data_dir);
+    app.shutdown().await;
+}
+
+fn dev_env(key: &str) -> Vec<(String, String)> {
+    vec![("PARTWAY_DEV_API_KEY".to_string(), key.to_string())]
+}
+
+async fn uploads_status(app: &Application, key: &str) -> StatusCode {
+    Api::new(app.base_url(), key.to_string())
+        .get("/api/v1/uploads")
+        .await
+        .0
+}
+
+/// Issue 11 item 7: a changed `PARTWAY_DEV_API_KEY` revokes the earlier one, `off`
+/// leaves no development key, and a revoked one cannot come back.
+#[tokio::test]
+async fn changing_or_switching_off_the_dev_key_revokes_the_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path();
+    let a = "dev-key-a-0123456789abcdef0123456789";
+    let b = "dev-key-b-0123456789abcdef0123456789";
+
+    let app = Application::build(config_for(data_dir, &[])).await.unwrap();
+    let generated = app.dev_api_key().to_string();
+    assert_eq!(uploads_status(&app, &generated).await, StatusCode::OK);
+    app.shutdown().await;
+
+    let app = Application::build(config_for(data_dir, &dev_env(a)))
+        .await
+        .unwrap();
+    assert_eq!(app.dev_api_key(), a);
+    assert_eq!(uploads_status(&app, a).await, StatusCode::OK);
+    assert_eq!(
+        uploads_status(&app, &generated).await,
+        StatusCode::UNAUTHORIZED
+    );
+    app.shutdown().await;
+
+    let app = Application::build(config_for(data_dir, &dev_env(b)))
+        .await
+        .unwrap();
+    assert_eq!(uploads_status(&app, b).await, StatusCode::OK);
+    assert_eq!(uploads_status(&app, a).await, StatusCode::UNAUTHORIZED);
+    app.shutdown().await;
+
+    let app = Application::build(config_for(data_dir, &dev_env("off")))
+        .await
+        .unwrap();
+    assert_eq!(app.dev_api_key(), "");
+    assert_eq!(uploads_status(&app, b).await, StatusCode::UNAUTHORIZED);
+    app.shutdown().await;
+
+    // A revoked key stays revoked: naming it again is a startup error.
+    let err = match Application::build(config_for(data_dir, &dev_env(a))).await {
+        Ok(_) => panic!("a revoked development key was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("revoked"), "{err}");
+    assert!(!err.contains(a), "{err}");
+
+    // Back to a generated key: the revoked one in the data dir is replaced.
+    let app = Application::build(config_for(data_dir, &[])).await.unwrap();
+    let fresh = app.dev_api_key().to_string();
+    assert_ne!(fresh, generated);
+    assert_eq!(uploads_status(&app, &fresh).await, StatusCode::OK);
+    assert_eq!(
+        uploads_status(&app, &generated).await,
+        StatusCode::UNAUTHORIZED
+    );
+    app.shutdown().await;
+}
+
+/// The `partway` service, run as the binary on loopback, prints its development key;
+/// a key shorter than 32 characters stops it with a configuration error.
+#[tokio::test]
+async fn the_service_prints_the_dev_key_on_loopback_and_refuses_a_short_one() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |key: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_partway"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PARTWAY_BIND", "127.0.0.1:0")
+            .env("PARTWAY_EMBEDDED_S3_BIND", "127.0.0.1:0")
+            .env("PARTWAY_DATA_DIR", dir.path().join("data"))
+            .env("PARTWAY_DEV_API_KEY", key)
+            .env("PARTWAY_OUTBOUND", "allowlist")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start partway")
+    };
+    let short = run("too-short").wait_with_output().unwrap();
+    assert!(!short.status.success());
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(stderr.contains("at least 32 characters"), "{stderr}");
+    assert!(!stderr.contains("too-short"), "{stderr}");
+
+    let key = "dev-key-printed-0123456789abcdef0123";
+    let mut child = run(key);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let printed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("Dev key:") => break line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no `Dev key:` line ({e}): {seen:?}"),
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(printed.contains(key), "{printed}");
 }
