@@ -180,6 +180,11 @@ impl Node {
         };
         let cache = cache_from(config).await;
         let app = Arc::new(build_app(config, db, targets, master_key, cache, queue)?);
+        // DESIGN §7: credentials sealed before they were bound to their upload are
+        // re-sealed before anything here opens them.
+        app.reseal_legacy_credentials()
+            .await
+            .map_err(|e| StartupError::Database(format!("re-sealing credentials: {e}")))?;
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = Vec::new();
         if roles.sweeper {

@@ -282,6 +282,47 @@ impl Store {
         set_last_error_on(&self.db, id, code).await
     }
 
+    /// Uploads whose sealed credentials are not in the current format (`v1`, from
+    /// before they were bound to their upload).
+    pub async fn uploads_with_legacy_credentials(&self) -> Result<Vec<upload::Model>, DbErr> {
+        let prefix = crate::crypto::SEALED_PREFIX;
+        // The first bytes of the blob against the prefix, in each database's own words.
+        let legacy = match self.db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => Expr::cust_with_values(
+                "substr(credentials_sealed, 1, 3) <> $1",
+                [sea_orm::Value::Bytes(Some(prefix.to_vec()))],
+            ),
+            _ => Expr::cust_with_values(
+                "substr(credentials_sealed, 1, 3) <> ?",
+                [sea_orm::Value::Bytes(Some(prefix.to_vec()))],
+            ),
+        };
+        upload::Entity::find()
+            .filter(upload::Column::CredentialsSealed.is_not_null())
+            .filter(legacy)
+            .all(&self.db)
+            .await
+    }
+
+    /// Replaces an upload's sealed credentials if they are still `old`; true when it did.
+    pub async fn replace_sealed_credentials(
+        &self,
+        id: Uuid,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, DbErr> {
+        let result = upload::Entity::update_many()
+            .col_expr(
+                upload::Column::CredentialsSealed,
+                Expr::value(Some(new.to_vec())),
+            )
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::CredentialsSealed.eq(old.to_vec()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// Records an error (its code; the text is the fixed one) on the upload without
     /// changing its status.
     pub async fn set_last_error(&self, id: Uuid, code: ErrorCode) -> Result<(), DbErr> {
