@@ -59,7 +59,11 @@ impl Application {
 /// What `partway` prints about the development key at start (DESIGN §7): the key itself
 /// only when the API listens on loopback, where only this machine can use it; otherwise
 /// where to find one. `data_dir` is where a generated key is kept.
-pub fn dev_key_lines(api: std::net::SocketAddr, key: Option<&str>, data_dir: &std::path::Path) -> Vec<String> {
+pub fn dev_key_lines(
+    api: std::net::SocketAddr,
+    key: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Vec<String> {
     let how = "or create a key with `partway keys create --owner NAME`";
     match key {
         None => vec![format!(
@@ -103,6 +107,9 @@ mod tests {
             assert!(lines.contains("partway keys create"), "{lines}");
         }
         let off = dev_key_lines("127.0.0.1:8080".parse().unwrap(), None, dir).join("\n");
-        assert!(off.contains("off") && off.contains("partway keys create"), "{off}");
+        assert!(
+            off.contains("off") && off.contains("partway keys create"),
+            "{off}"
+        );
     }
 }

@@ -183,6 +183,10 @@ pub struct Config {
     pub upload_ttl: Duration,
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub url_ttl: Duration,
+    /// `PARTWAY_DOWNLOAD_URL_TTL`: how long a completed upload's download URL lives
+    /// (DESIGN §7; default 1 h, at most 7 days).
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub download_url_ttl: Duration,
     /// First segment of every object key.
     #[serde(deserialize_with = "lossy_string")]
     pub key_prefix: String,
@@ -250,6 +254,7 @@ impl Default for Config {
             master_key: None,
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
             url_ttl: Duration::from_secs(7 * 24 * 3600),
+            download_url_ttl: Duration::from_secs(3600),
             key_prefix: "uploads".into(),
             sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Pretty,
@@ -343,9 +348,17 @@ impl Config {
         if config.url_ttl > MAX_URL_TTL {
             config.url_ttl = MAX_URL_TTL;
         }
+        if config.download_url_ttl > MAX_URL_TTL {
+            config.download_url_ttl = MAX_URL_TTL;
+        }
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        if config.download_url_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_DOWNLOAD_URL_TTL must be positive".into(),
             ));
         }
         if config.body_read_timeout.is_zero() || config.header_read_timeout.is_zero() {
@@ -436,7 +449,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least 32 characters"), "{err}");
-        assert!(!err.contains("short-dev-key"), "the key is never shown: {err}");
+        assert!(
+            !err.contains("short-dev-key"),
+            "the key is never shown: {err}"
+        );
         let long = "k".repeat(32);
         let config = Config::load_from(env(&[("PARTWAY_DEV_API_KEY", &long)])).unwrap();
         assert_eq!(config.dev_key(), DevKey::Given(long.as_str()));
@@ -446,6 +462,17 @@ mod tests {
         }
         let config = Config::load_from(env(&[])).unwrap();
         assert_eq!(config.dev_key(), DevKey::Generated);
+    }
+
+    #[test]
+    fn download_urls_live_an_hour_unless_configured() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.download_url_ttl, Duration::from_secs(3600));
+        let config = Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "10m")])).unwrap();
+        assert_eq!(config.download_url_ttl, Duration::from_secs(600));
+        let config = Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "30d")])).unwrap();
+        assert_eq!(config.download_url_ttl, MAX_URL_TTL);
+        assert!(Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "0")])).is_err());
     }
 
     #[test]

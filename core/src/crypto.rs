@@ -136,7 +136,11 @@ impl MasterKey {
     }
 
     /// Opens a current (`v2:`) value sealed for exactly `binding`.
-    pub fn open(&self, sealed: &[u8], binding: &CredentialBinding<'_>) -> Result<Vec<u8>, CryptoError> {
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        binding: &CredentialBinding<'_>,
+    ) -> Result<Vec<u8>, CryptoError> {
         let body = sealed
             .strip_prefix(SEALED_PREFIX)
             .filter(|b| b.len() >= 12 + 16)
@@ -248,15 +252,37 @@ mod tests {
         );
         // Bound to its upload: any other field and it does not open.
         let others = [
-            CredentialBinding { upload_id: uuid::Uuid::new_v4(), ..binding(id) },
-            CredentialBinding { owner_id: uuid::Uuid::new_v4(), ..binding(id) },
-            CredentialBinding { provider: "R2", ..binding(id) },
-            CredentialBinding { bucket: "mine", ..binding(id) },
-            CredentialBinding { region: None, ..binding(id) },
-            CredentialBinding { endpoint: Some("http://evil.test"), ..binding(id) },
+            CredentialBinding {
+                upload_id: uuid::Uuid::new_v4(),
+                ..binding(id)
+            },
+            CredentialBinding {
+                owner_id: uuid::Uuid::new_v4(),
+                ..binding(id)
+            },
+            CredentialBinding {
+                provider: "R2",
+                ..binding(id)
+            },
+            CredentialBinding {
+                bucket: "mine",
+                ..binding(id)
+            },
+            CredentialBinding {
+                region: None,
+                ..binding(id)
+            },
+            CredentialBinding {
+                endpoint: Some("http://evil.test"),
+                ..binding(id)
+            },
         ];
         for other in others {
-            assert_eq!(key.open(&sealed, &other), Err(CryptoError::Unseal), "{other:?}");
+            assert_eq!(
+                key.open(&sealed, &other),
+                Err(CryptoError::Unseal),
+                "{other:?}"
+            );
         }
         // The derived key is not the master key: v1 opening of a v2 body fails.
         assert!(key.open_legacy(&sealed[3..]).is_err());

@@ -377,6 +377,7 @@ pub fn build_app(
     let settings = Settings {
         upload_ttl: config.upload_ttl,
         url_ttl: config.url_ttl,
+        download_url_ttl: config.download_url_ttl,
         key_prefix: config.key_prefix.clone(),
         default_provider: default_provider(config, &targets)?,
         quota: config.quota(),

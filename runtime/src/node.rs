@@ -20,7 +20,8 @@ use crate::{
     build_app, connect_database,
     distributed::{cache_from, connect_amqp, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
     endpoint_of, ensure_dir, kept_in_data_dir, master_key, migrate, private_umask,
-    replace_in_data_dir, server_targets, shutdown_signal, EmbeddedS3Keys, StartupError, DEV_OWNER, EMBEDDED_BUCKET, SHUTDOWN_GRACE,
+    replace_in_data_dir, server_targets, shutdown_signal, EmbeddedS3Keys, StartupError, DEV_OWNER,
+    EMBEDDED_BUCKET, SHUTDOWN_GRACE,
 };
 
 /// What a process does besides holding the [`App`].

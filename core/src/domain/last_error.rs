@@ -48,6 +48,9 @@ mod tests {
                 last_error_message(ErrorCode::IncompleteParts)
             )
         );
-        assert_eq!(shown_last_error("database: boom").0, ErrorCode::InternalError);
+        assert_eq!(
+            shown_last_error("database: boom").0,
+            ErrorCode::InternalError
+        );
     }
 }

@@ -148,16 +148,8 @@ impl App {
             JobKind::Resume | JobKind::Abort | JobKind::Expire => None,
         };
         match failing_from {
-            Some(from) => {
-                self.store()
-                    .fail_upload(job.upload_id, from, code)
-                    .await?
-            }
-            None => {
-                self.store()
-                    .set_last_error(job.upload_id, code)
-                    .await?
-            }
+            Some(from) => self.store().fail_upload(job.upload_id, from, code).await?,
+            None => self.store().set_last_error(job.upload_id, code).await?,
         }
         Ok(())
     }

@@ -58,6 +58,8 @@ pub use settle::Settled;
 pub struct Settings {
     pub upload_ttl: Duration,
     pub url_ttl: Duration,
+    /// How long a completed upload's download URL lives (`PARTWAY_DOWNLOAD_URL_TTL`).
+    pub download_url_ttl: Duration,
     pub key_prefix: String,
     pub default_provider: Provider,
     /// Every owner's quota unless `partway owners set-quota` overrides it.

@@ -125,12 +125,15 @@ impl App {
         let provider = upload.provider;
         let target = match &upload.credentials_sealed {
             Some(sealed) => {
-                let plain = self.master_key.open(sealed, &credential_binding(upload)).map_err(|_| {
-                    AppError::Internal(format!(
-                        "credentials of upload {} cannot be opened",
-                        upload.id
-                    ))
-                })?;
+                let plain = self
+                    .master_key
+                    .open(sealed, &credential_binding(upload))
+                    .map_err(|_| {
+                        AppError::Internal(format!(
+                            "credentials of upload {} cannot be opened",
+                            upload.id
+                        ))
+                    })?;
                 let credentials: StorageCredentials =
                     serde_json::from_slice(&plain).map_err(|_| {
                         AppError::Internal(format!(
@@ -184,7 +187,11 @@ impl App {
             match self.master_key.open_legacy(old) {
                 Ok(plain) => {
                     let new = self.master_key.seal(&plain, &credential_binding(&row));
-                    if self.store.replace_sealed_credentials(row.id, old, &new).await? {
+                    if self
+                        .store
+                        .replace_sealed_credentials(row.id, old, &new)
+                        .await?
+                    {
                         resealed += 1;
                     }
                 }
@@ -405,7 +412,11 @@ mod tests {
         use partway_entity::upload;
         use sea_orm::{ActiveModelTrait, ActiveValue::Set};
         let t = TestApp::with(
-            policy("127.0.0.1:9000", OutboundMode::Allowlist, StaticResolver::new()),
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
             None,
         )
         .await;
@@ -449,7 +460,11 @@ mod tests {
         use partway_entity::upload;
         use sea_orm::{ActiveModelTrait, ActiveValue::Set};
         let t = TestApp::with(
-            policy("127.0.0.1:9000", OutboundMode::Allowlist, StaticResolver::new()),
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
             None,
         )
         .await;
@@ -467,11 +482,18 @@ mod tests {
         let mut legacy: upload::ActiveModel = row.clone().into();
         legacy.credentials_sealed = Set(Some(t.app.master_key.seal_legacy(&plain)));
         let legacy = legacy.update(t.app.store().connection()).await.unwrap();
-        assert!(t.app.storage_for(&legacy).is_err(), "v1 is never opened on read");
+        assert!(
+            t.app.storage_for(&legacy).is_err(),
+            "v1 is never opened on read"
+        );
 
         assert_eq!(t.app.reseal_legacy_credentials().await.unwrap(), 1);
         let resealed = t.app.reload(row.id).await.unwrap();
-        assert!(resealed.credentials_sealed.as_deref().unwrap().starts_with(b"v2:"));
+        assert!(resealed
+            .credentials_sealed
+            .as_deref()
+            .unwrap()
+            .starts_with(b"v2:"));
         assert!(t.app.storage_for(&resealed).is_ok());
         assert_eq!(t.app.reseal_legacy_credentials().await.unwrap(), 0);
     }

@@ -122,7 +122,11 @@ impl App {
             _ => {
                 warn!("storage no longer has this multipart upload; the upload failed");
                 self.store
-                    .fail_upload(upload.id, UploadStatus::Completing, ErrorCode::UploadExpired)
+                    .fail_upload(
+                        upload.id,
+                        UploadStatus::Completing,
+                        ErrorCode::UploadExpired,
+                    )
                     .await?;
                 Ok(())
             }
@@ -383,16 +387,17 @@ mod tests {
         assert_eq!(waited, message);
 
         // Storage refusing the init for good: the upload fails, with the fixed text.
-        t.storage.fail_next(
-            StorageCall::Create,
-            StorageError::Rejected(internal.into()),
-        );
+        t.storage
+            .fail_next(StorageCall::Create, StorageError::Rejected(internal.into()));
         let (_, failed) = t.active_upload(FILE, PART).await;
         assert_eq!(failed.status, UploadStatus::Failed);
         let ((code, message), waited) = shown(&failed);
         assert_eq!(code, Some(ErrorCode::ServiceUnavailable));
         for text in [&message, &waited] {
-            assert!(!text.contains("10.1.2.3") && !text.contains("InternalError"), "{text}");
+            assert!(
+                !text.contains("10.1.2.3") && !text.contains("InternalError"),
+                "{text}"
+            );
         }
 
         // A row an earlier version wrote with a raw reason shows the fixed text too.
