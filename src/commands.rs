@@ -113,6 +113,16 @@ pub enum KeysAction {
     List,
     /// Revoke a key by id.
     Revoke { id: uuid::Uuid },
+    /// Re-seal every stored bring-your-own credential under a new master key. Stop the
+    /// service first. The current key is PARTWAY_MASTER_KEY or the data dir's
+    /// master.key (which then receives the new key); otherwise set PARTWAY_MASTER_KEY to
+    /// the new key before starting again. Safe to run again after an interruption.
+    RotateMaster {
+        /// File holding the new master key (32 bytes, hex or base64); without it,
+        /// PARTWAY_NEW_MASTER_KEY.
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +271,28 @@ async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
                 model.id
             );
             println!("{key}");
+        }
+        KeysAction::RotateMaster { new_key_file } => {
+            let text = match new_key_file {
+                Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the new key from {}: {e}", path.display())
+                })?,
+                None => std::env::var("PARTWAY_NEW_MASTER_KEY").map_err(|_| {
+                    anyhow::anyhow!(
+                        "give the new master key: --new-key-file PATH or PARTWAY_NEW_MASTER_KEY"
+                    )
+                })?,
+            };
+            let (done, in_data_dir) = partway::rotate_master_key(&config, &db, &text).await?;
+            eprintln!(
+                "re-sealed {} upload(s); {} already under the new key; {} could not be opened with either key",
+                done.resealed, done.already, done.unreadable
+            );
+            if in_data_dir {
+                eprintln!("master.key in the data dir now holds the new key");
+            } else {
+                eprintln!("set PARTWAY_MASTER_KEY to the new key before starting partway again");
+            }
         }
         KeysAction::List => {
             let keys = auth::list_keys(&db).await?;

@@ -83,6 +83,27 @@ pub fn dev_key_lines(
     }
 }
 
+/// `partway keys rotate-master` (DESIGN §7): re-seals every stored bring-your-own
+/// credential from the current master key (`PARTWAY_MASTER_KEY`, or the data dir's
+/// `master.key`) to `new_key`, then, when the key was the data dir's, writes the new one
+/// there. Run with the service stopped. True in the answer: `master.key` was replaced.
+pub async fn rotate_master_key(
+    config: &Config,
+    store: &partway_core::store::Store,
+    new_key: &str,
+) -> anyhow::Result<(partway_core::usecases::Rotation, bool)> {
+    let in_data_dir = config.master_key.is_none();
+    let old =
+        partway_runtime::master_key(config, in_data_dir.then_some(config.data_dir.as_path()))?;
+    let new = partway_core::crypto::MasterKey::parse(new_key)
+        .map_err(|e| anyhow::anyhow!("the new master key: {e}"))?;
+    let done = partway_core::usecases::rotate_master_key(store, &old, &new).await?;
+    if in_data_dir {
+        partway_runtime::replace_in_data_dir(&config.data_dir, "master.key", &new.to_hex())?;
+    }
+    Ok((done, in_data_dir))
+}
+
 /// The OpenAPI spec, generated from the code (no database needed to describe it).
 pub fn openapi_yaml() -> String {
     partway_api::openapi_yaml()

@@ -1,9 +1,6 @@
 //! Issue 11 (DESIGN §7, at rest and in answers) over the real service: `lastError`
 //! texts, download URLs, sealed credentials, data-dir modes and the development key.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use crate::common::*;
 use partway::Application;
@@ -216,57 +213,35 @@ async fn changing_or_switching_off_the_dev_key_revokes_the_earlier_one() {
     app.shutdown().await;
 }
 
-/// The `partway` service, run as the binary on loopback, prints its development key;
-/// a key shorter than 32 characters stops it with a configuration error.
+/// The development key the all-in-one service prints at start, on the loopback address
+/// it really listens on, is the key that works; a short `PARTWAY_DEV_API_KEY` is a
+/// configuration error that never shows the key.
 #[tokio::test]
-async fn the_service_prints_the_dev_key_on_loopback_and_refuses_a_short_one() {
-    use std::io::{BufRead, BufReader};
+async fn the_printed_dev_key_works_and_a_short_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |key: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_partway"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PARTWAY_BIND", "127.0.0.1:0")
-            .env("PARTWAY_EMBEDDED_S3_BIND", "127.0.0.1:0")
-            .env("PARTWAY_DATA_DIR", dir.path().join("data"))
-            .env("PARTWAY_DEV_API_KEY", key)
-            .env("PARTWAY_OUTBOUND", "allowlist")
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start partway")
-    };
-    let short = run("too-short").wait_with_output().unwrap();
-    assert!(!short.status.success());
-    let stderr = String::from_utf8_lossy(&short.stderr);
-    assert!(stderr.contains("at least 32 characters"), "{stderr}");
-    assert!(!stderr.contains("too-short"), "{stderr}");
-
     let key = "dev-key-printed-0123456789abcdef0123";
-    let mut child = run(key);
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let printed = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("Dev key:") => break line,
-            Ok(line) => seen.push(line),
-            Err(e) => panic!("no `Dev key:` line ({e}): {seen:?}"),
-        }
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(printed.contains(key), "{printed}");
+    let app = Application::build(config_for(dir.path(), &dev_env(key)))
+        .await
+        .unwrap();
+    let printed = partway::dev_key_lines(
+        app.local_addr().unwrap(),
+        Some(app.dev_api_key()),
+        dir.path(),
+    )
+    .join("\n");
+    assert!(printed.contains(&format!("Dev key:   {key}")), "{printed}");
+    assert!(printed.contains(&app.base_url()), "{printed}");
+    assert_eq!(uploads_status(&app, key).await, StatusCode::OK);
+    app.shutdown().await;
+
+    let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let mut all = env("PARTWAY_DATA_DIR", &dir.path().display().to_string());
+    all.extend(env("PARTWAY_DEV_API_KEY", "too-short"));
+    let err = partway_core::config::Config::load_from(all)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 32 characters"), "{err}");
+    assert!(!err.contains("too-short"), "{err}");
 }
 
 /// Uploads `body` as `filename` with `contentType: text/html`, completes it and GETs
@@ -370,4 +345,81 @@ async fn downloads_are_attachments_on_moto() {
     .await;
     downloads_are_attachments(&app, false).await;
     app.app.shutdown().await;
+}
+
+/// Issue 11 item 5: `partway keys rotate-master` re-seals a stopped service's
+/// bring-your-own credentials under a new key (written to `master.key`); started again,
+/// the service completes the upload through them.
+#[tokio::test]
+async fn rotate_master_reseals_and_the_service_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::common::private::free_port();
+    let env = vec![(
+        "PARTWAY_EMBEDDED_S3_BIND".to_string(),
+        format!("127.0.0.1:{port}"),
+    )];
+    let app = Application::build(config_for(dir.path(), &env))
+        .await
+        .unwrap();
+    let api = Api::new(app.base_url(), app.dev_api_key().to_string());
+    let keys: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("embedded-s3.json")).unwrap(),
+    )
+    .unwrap();
+    let file = test_bytes(6 * MIB, 31);
+    let (status, init) = api
+        .post(
+            "/api/v1/upload/multipart/init?wait=30",
+            json!({"filename": "byo.bin", "fileSize": file.len(), "contentType": "application/octet-stream",
+                   "provider": "S3", "s3AccessKey": keys["access_key"], "s3SecretKey": keys["secret_key"],
+                   "s3Bucket": "partway", "s3Region": "us-east-1", "s3Endpoint": app.embedded_s3_endpoint().unwrap()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{init}");
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let mut etags = Vec::new();
+    for part in init["partUrls"].as_array().unwrap() {
+        let etag = api
+            .put_part(part["url"].as_str().unwrap(), slice(&file, part))
+            .await;
+        etags.push(json!({"partNumber": part["partNumber"], "etag": etag}));
+    }
+    let old_key = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    app.shutdown().await;
+
+    // What `partway keys rotate-master` runs (in process: the binary in the shared
+    // target directory may be another checkout's).
+    let new_key = "22".repeat(32);
+    let config = config_for(dir.path(), &env);
+    let store = partway_core::store::Store::new(partway::connect_database(&config).await.unwrap());
+    let (done, replaced) = partway::rotate_master_key(&config, &store, &new_key)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.resealed, done.already, done.unreadable, replaced),
+        (1, 0, 0, true)
+    );
+    assert_ne!(old_key.trim(), new_key);
+    let stored = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    assert_eq!(stored.trim(), new_key);
+
+    let app = Application::build(config_for(dir.path(), &env))
+        .await
+        .unwrap();
+    let api = Api::new(app.base_url(), app.dev_api_key().to_string());
+    let (status, completed) = api
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": etags}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    assert_eq!(
+        sha256(
+            &api.download(completed["downloadUrl"].as_str().unwrap())
+                .await
+        ),
+        sha256(&file)
+    );
+    app.shutdown().await;
 }

@@ -304,6 +304,14 @@ impl Store {
             .await
     }
 
+    /// Uploads holding sealed credentials (a master key rotation re-seals them all).
+    pub async fn uploads_with_credentials(&self) -> Result<Vec<upload::Model>, DbErr> {
+        upload::Entity::find()
+            .filter(upload::Column::CredentialsSealed.is_not_null())
+            .all(&self.db)
+            .await
+    }
+
     /// Replaces an upload's sealed credentials if they are still `old`; true when it did.
     pub async fn replace_sealed_credentials(
         &self,

@@ -52,6 +52,7 @@ pub use error::AppError;
 pub use init::InitInput;
 pub use parts::PartView;
 pub use settle::Settled;
+pub use storage_of::{credential_binding, rotate_master_key, Rotation};
 
 /// Service-wide settings the use cases need.
 #[derive(Debug, Clone)]

@@ -208,6 +208,64 @@ impl App {
     }
 }
 
+/// What a master key rotation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Re-sealed under the new key.
+    pub resealed: u64,
+    /// Already under the new key (an earlier, interrupted run).
+    pub already: u64,
+    /// Opened with neither key: left as they are.
+    pub unreadable: u64,
+}
+
+/// `partway keys rotate-master`: re-seals every upload's credentials from `old` to `new`
+/// (bound to their row as always; `v1` values too). Run with the services stopped, so
+/// nothing seals with the old key meanwhile. Safe to run again after an interruption:
+/// rows already under `new` are counted, not touched; each row is replaced only if it
+/// still holds the value read.
+pub async fn rotate_master_key(
+    store: &crate::store::Store,
+    old: &crate::crypto::MasterKey,
+    new: &crate::crypto::MasterKey,
+) -> Result<Rotation, AppError> {
+    let mut rotation = Rotation::default();
+    for row in store.uploads_with_credentials().await? {
+        let Some(sealed) = row.credentials_sealed.as_deref() else {
+            continue;
+        };
+        let binding = credential_binding(&row);
+        if new.open(sealed, &binding).is_ok() {
+            rotation.already += 1;
+            continue;
+        }
+        let plain = match old.open(sealed, &binding) {
+            Ok(plain) => plain,
+            Err(_) if !crate::crypto::MasterKey::is_current(sealed) => {
+                match old.open_legacy(sealed) {
+                    Ok(plain) => plain,
+                    Err(_) => {
+                        rotation.unreadable += 1;
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                rotation.unreadable += 1;
+                continue;
+            }
+        };
+        let resealed = new.seal(&plain, &binding);
+        if store
+            .replace_sealed_credentials(row.id, sealed, &resealed)
+            .await?
+        {
+            rotation.resealed += 1;
+        }
+    }
+    Ok(rotation)
+}
+
 #[cfg(test)]
 mod tests {
     //! The outbound guard at init and at connect. No test here sends anything anywhere
@@ -496,5 +554,66 @@ mod tests {
             .starts_with(b"v2:"));
         assert!(t.app.storage_for(&resealed).is_ok());
         assert_eq!(t.app.reseal_legacy_credentials().await.unwrap(), 0);
+    }
+
+    /// `partway keys rotate-master`: every row moves to the new key (`v1` rows too), a
+    /// second run finds them there, and the old key opens none of them.
+    #[tokio::test]
+    async fn rotating_the_master_key_reseals_every_row_once() {
+        use partway_entity::upload;
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let t = TestApp::with(
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
+            None,
+        )
+        .await;
+        let byo = || byo_s3(Some("http://127.0.0.1:9000"));
+        let current = t.app.init(&t.caller, byo(), None).await.unwrap().upload;
+        let legacy = t.app.init(&t.caller, byo(), None).await.unwrap().upload;
+        let plain = t
+            .app
+            .master_key
+            .open(
+                current.credentials_sealed.as_deref().unwrap(),
+                &super::credential_binding(&current),
+            )
+            .unwrap();
+        let mut old_style: upload::ActiveModel = legacy.clone().into();
+        old_style.credentials_sealed = Set(Some(t.app.master_key.seal_legacy(&plain)));
+        old_style.update(t.app.store().connection()).await.unwrap();
+
+        let new = crate::crypto::MasterKey::generate();
+        let store = t.app.store();
+        let done = super::rotate_master_key(store, &t.app.master_key, &new)
+            .await
+            .unwrap();
+        assert_eq!(
+            done,
+            super::Rotation {
+                resealed: 2,
+                ..Default::default()
+            }
+        );
+        for id in [current.id, legacy.id] {
+            let row = t.app.reload(id).await.unwrap();
+            let sealed = row.credentials_sealed.as_deref().unwrap();
+            let binding = super::credential_binding(&row);
+            assert_eq!(new.open(sealed, &binding).unwrap(), plain);
+            assert!(t.app.master_key.open(sealed, &binding).is_err());
+        }
+        let again = super::rotate_master_key(store, &t.app.master_key, &new)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            super::Rotation {
+                already: 2,
+                ..Default::default()
+            }
+        );
     }
 }
