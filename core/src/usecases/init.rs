@@ -10,6 +10,7 @@ use tracing::{info, instrument};
 use super::{Accepted, App, AppError};
 use crate::{
     auth::Caller,
+    crypto::CredentialBinding,
     domain::{
         object_key, printable_not_blank, validate_filename, validate_metadata, ByoCredentials,
         ErrorCode, IdempotencyKey, PartPlan, Provider, ResumeToken, StorageChoice, UploadStatus,
@@ -77,13 +78,28 @@ impl App {
             + chrono::Duration::from_std(self.settings.upload_ttl)
                 .unwrap_or(chrono::Duration::days(7));
         let target = resolved.target;
+        let endpoint = if byo { target.endpoint.clone() } else { None };
+        // Sealed for this row only (DESIGN §7): bound to the columns below.
+        let sealed = resolved.plain_credentials.map(|plain| {
+            self.master_key.seal(
+                &plain,
+                &CredentialBinding {
+                    owner_id: caller.owner_id,
+                    upload_id: token.uuid(),
+                    provider: provider.as_str(),
+                    bucket: &target.bucket,
+                    region: Some(&target.region),
+                    endpoint: endpoint.as_deref(),
+                },
+            )
+        });
         let row = upload::ActiveModel {
             id: Set(token.uuid()),
             owner_id: Set(caller.owner_id),
             provider: Set(provider),
             bucket: Set(target.bucket.clone()),
             region: Set(Some(target.region.clone())),
-            endpoint: Set(if byo { target.endpoint.clone() } else { None }),
+            endpoint: Set(endpoint),
             file_key: Set(object_key(
                 &self.settings.key_prefix,
                 &caller.owner_name,
@@ -101,7 +117,7 @@ impl App {
             uploaded_parts: Set(0),
             uploaded_bytes: Set(0),
             metadata: Set(serde_json::to_value(&input.metadata).unwrap_or_default()),
-            credentials_sealed: Set(resolved.sealed_credentials),
+            credentials_sealed: Set(sealed),
             last_error_code: Set(None),
             last_error_message: Set(None),
             etag: Set(None),
