@@ -27,7 +27,7 @@ async fn last_error_is_a_fixed_text_per_code() {
         )
         .await;
     let fixed = last_error_message(ErrorCode::IncompleteParts);
-    assert_error(status, &body, 400, "INCOMPLETE_PARTS");
+    assert_error(status, &body, 409, "INCOMPLETE_PARTS");
     assert_eq!(body["message"], json!(fixed));
 
     // A row with a raw reason (as versions before issue 11 stored them); changed
