@@ -10,6 +10,7 @@ pub mod input;
 pub mod plan;
 pub mod progress;
 pub mod quota;
+pub mod rate_limit;
 pub mod url_pages;
 pub mod validate;
 
@@ -21,5 +22,6 @@ pub use partway_protocol::{
 pub use plan::*;
 pub use progress::*;
 pub use quota::{OwnerLimit, Quota, QuotaOverride, Usage};
+pub use rate_limit::{RateDecision, RateLimit, RateLimits, RatePeriod, RateSubject};
 pub use url_pages::*;
 pub use validate::*;
