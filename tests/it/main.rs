@@ -16,5 +16,6 @@ mod distributed;
 mod operations;
 mod outages;
 mod quotas;
+mod rate_limits;
 mod slow_clients;
 mod upload_flow;
