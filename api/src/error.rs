@@ -152,10 +152,22 @@ impl ApiResponse for ApiError {
 
 fn rate_limit_headers() -> Vec<MetaHeader> {
     [
-        ("Retry-After", "Seconds until a request can pass (rounded up)"),
-        ("RateLimit-Limit", "Requests allowed at once, and per period"),
-        ("RateLimit-Remaining", "Requests that could still be made at once (0)"),
-        ("RateLimit-Reset", "Seconds until the whole limit is available again"),
+        (
+            "Retry-After",
+            "Seconds until a request can pass (rounded up)",
+        ),
+        (
+            "RateLimit-Limit",
+            "Requests allowed at once, and per period",
+        ),
+        (
+            "RateLimit-Remaining",
+            "Requests that could still be made at once (0)",
+        ),
+        (
+            "RateLimit-Reset",
+            "Seconds until the whole limit is available again",
+        ),
     ]
     .into_iter()
     .map(|(name, description)| MetaHeader {
@@ -317,7 +329,10 @@ mod tests {
         assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
         assert_eq!(header("ratelimit-reset").as_deref(), Some("10"));
         let (status, body) = body_of(response).await;
-        assert_eq!((status, body["error"].as_str()), (429, Some("RATE_LIMITED")));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("RATE_LIMITED"))
+        );
         assert_eq!(body["success"], serde_json::json!(false));
     }
 }

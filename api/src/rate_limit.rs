@@ -55,9 +55,7 @@ pub async fn limit_requests<E: Endpoint<Output = Response>>(
         return next.call(req).await;
     };
     let key = presented_key(&req);
-    let subject = app
-        .rate_subject(key.as_deref(), client_address(&req))
-        .await;
+    let subject = app.rate_subject(key.as_deref(), client_address(&req)).await;
     let Some(decision) = app.rate_limiter().admit(&subject).await else {
         // No limit for this subject, or the limiter failed open.
         return next.call(req).await;
@@ -82,7 +80,14 @@ mod tests {
 
     #[test]
     fn probes_metrics_and_docs_are_exempt_and_the_api_is_not() {
-        for path in ["/healthz", "/readyz", "/metrics", "/openapi.yaml", "/docs", "/docs/index.css"] {
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.yaml",
+            "/docs",
+            "/docs/index.css",
+        ] {
             assert!(is_exempt(path), "{path}");
         }
         for path in [

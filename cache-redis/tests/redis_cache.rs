@@ -572,12 +572,12 @@ mod rate_limiter {
         // One request costs 12 minutes; the whole burst is back after an hour.
         let interval = Duration::from_secs(720);
         assert!(
-            refused.retry_after <= interval && refused.retry_after > interval - Duration::from_secs(5),
+            refused.retry_after <= interval
+                && refused.retry_after > interval - Duration::from_secs(5),
             "{refused:?}"
         );
         assert!(
-            refused.reset <= Duration::from_secs(3600)
-                && refused.reset > Duration::from_secs(3595),
+            refused.reset <= Duration::from_secs(3600) && refused.reset > Duration::from_secs(3595),
             "{refused:?}"
         );
         // Another key has its own budget; the state lives under a prefixed key that
@@ -623,7 +623,10 @@ mod rate_limiter {
         while limiter.check(&key, l).await.unwrap().allowed {}
         let refused = limiter.check(&key, l).await.unwrap();
         assert!(!refused.allowed);
-        assert!(refused.retry_after <= Duration::from_millis(50), "{refused:?}");
+        assert!(
+            refused.retry_after <= Duration::from_millis(50),
+            "{refused:?}"
+        );
         // One interval later a request passes again (polled, with a deadline).
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -637,7 +640,9 @@ mod rate_limiter {
 
     #[tokio::test]
     async fn an_unreachable_redis_is_an_error_quickly() {
-        let limiter = RedisCache::connect("redis://127.0.0.1:1").await.rate_limiter();
+        let limiter = RedisCache::connect("redis://127.0.0.1:1")
+            .await
+            .rate_limiter();
         let l = limit(1, RatePeriod::Second);
         let result = bounded("check", limiter.check("key:x", l)).await;
         assert!(result.is_err(), "{result:?}");

@@ -102,7 +102,10 @@ fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::E
     RateLimit::parse(&lossy_string(d)?).map_err(de::Error::custom)
 }
 
-fn ser_rate_limit<S: serde::Serializer>(limit: &Option<RateLimit>, s: S) -> Result<S::Ok, S::Error> {
+fn ser_rate_limit<S: serde::Serializer>(
+    limit: &Option<RateLimit>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match limit {
         Some(limit) => s.serialize_str(&limit.to_string()),
         None => s.serialize_str("off"),
@@ -596,7 +599,9 @@ mod tests {
             ("PARTWAY_RATE_LIMIT", "0/m"),
             ("PARTWAY_RATE_LIMIT_ANON", "10/d"),
         ] {
-            let err = Config::load_from(env(&[(key, bad)])).unwrap_err().to_string();
+            let err = Config::load_from(env(&[(key, bad)]))
+                .unwrap_err()
+                .to_string();
             let name = key.trim_start_matches("PARTWAY_").to_lowercase();
             assert!(err.contains(&name), "{key}={bad}: {err}");
         }
@@ -623,7 +628,8 @@ mod tests {
     }
 
     fn tempfile_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("partway-config-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("partway-config-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -47,7 +47,10 @@ async fn over_the_credential_limit_answers_429_with_retry_after_and_ratelimit_he
         let (status, headers, body) = get(&app.http, &url, Some(&key)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(header(&headers, "ratelimit-limit"), Some(5));
-        assert_eq!(header(&headers, "ratelimit-remaining"), Some(expected_remaining));
+        assert_eq!(
+            header(&headers, "ratelimit-remaining"),
+            Some(expected_remaining)
+        );
         let reset = header(&headers, "ratelimit-reset").expect("RateLimit-Reset");
         assert!((1..=60).contains(&reset), "reset {reset}");
     }
@@ -55,7 +58,10 @@ async fn over_the_credential_limit_answers_429_with_retry_after_and_ratelimit_he
     assert_error(status, &body, 429, "RATE_LIMITED");
     // One request per 12 s; Retry-After is whole seconds, rounded up.
     let retry_after = header(&headers, "retry-after").expect("Retry-After");
-    assert!((11..=12).contains(&retry_after), "Retry-After {retry_after}");
+    assert!(
+        (11..=12).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
     assert_eq!(header(&headers, "ratelimit-limit"), Some(5));
     assert_eq!(header(&headers, "ratelimit-remaining"), Some(0));
     assert!(header(&headers, "ratelimit-reset").is_some_and(|r| (55..=60).contains(&r)));
@@ -64,18 +70,14 @@ async fn over_the_credential_limit_answers_429_with_retry_after_and_ratelimit_he
         .post("/api/v1/upload/multipart/init", serde_json::json!({}))
         .await;
     assert_error(status, &body, 429, "RATE_LIMITED");
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = app.http.get(&url).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Another credential has its own budget.
     let store = partway_core::store::Store::new(app.app.db().clone());
-    let (_, other) = partway_core::auth::create_key(&store, "other").await.unwrap();
+    let (_, other) = partway_core::auth::create_key(&store, "other")
+        .await
+        .unwrap();
     let (status, _, body) = get(&app.http, &url, Some(&other)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 

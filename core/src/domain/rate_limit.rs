@@ -55,9 +55,8 @@ impl RateLimit {
     /// Parses `N/s`, `N/m`, `N/h` (a limit) or `off` (None: no limit).
     pub fn parse(text: &str) -> Result<Option<RateLimit>, String> {
         let text = text.trim();
-        let expected = || {
-            format!("expected `N/s`, `N/m`, `N/h` (e.g. `600/m`) or `off`, not {text:?}")
-        };
+        let expected =
+            || format!("expected `N/s`, `N/m`, `N/h` (e.g. `600/m`) or `off`, not {text:?}");
         if text.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
@@ -72,9 +71,9 @@ impl RateLimit {
         if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
             return Err(expected());
         }
-        let requests = count
-            .parse::<u32>()
-            .map_err(|_| format!("{text:?}: too many requests (at most {MAX_RATE_LIMIT_REQUESTS})"))?;
+        let requests = count.parse::<u32>().map_err(|_| {
+            format!("{text:?}: too many requests (at most {MAX_RATE_LIMIT_REQUESTS})")
+        })?;
         RateLimit::new(requests, period)
             .map(Some)
             .map_err(|e| format!("{text:?}: {e}"))
@@ -214,7 +213,10 @@ mod tests {
     #[test]
     fn parses_the_three_periods_and_off() {
         let limit = RateLimit::parse("600/m").unwrap().unwrap();
-        assert_eq!((limit.requests(), limit.period()), (600, Duration::from_secs(60)));
+        assert_eq!(
+            (limit.requests(), limit.period()),
+            (600, Duration::from_secs(60))
+        );
         assert_eq!(limit.emission_interval(), Duration::from_millis(100));
         let limit = RateLimit::parse(" 5/s ").unwrap().unwrap();
         assert_eq!(limit.emission_interval(), Duration::from_millis(200));
@@ -227,8 +229,19 @@ mod tests {
     #[test]
     fn bad_limits_say_what_is_expected() {
         for bad in [
-            "", "600", "600/d", "/m", "-1/m", "0/s", "1.5/s", "600/min", "ten/s", "+5/s",
-            "5000000/s", "99999999999/s", "on",
+            "",
+            "600",
+            "600/d",
+            "/m",
+            "-1/m",
+            "0/s",
+            "1.5/s",
+            "600/min",
+            "ten/s",
+            "+5/s",
+            "5000000/s",
+            "99999999999/s",
+            "on",
         ] {
             let err = RateLimit::parse(bad).unwrap_err();
             assert!(
