@@ -46,8 +46,14 @@ impl Drop for Cluster {
     }
 }
 
+/// A binary of this build: from `PARTWAY_TEST_BIN_DIR` when `scripts/test` set it (links
+/// to the binaries it built, which a build in another work tree sharing the target dir
+/// cannot replace), else beside the `partway` binary cargo built for these tests.
 pub fn binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_partway")).with_file_name(name);
+    let path = match std::env::var_os("PARTWAY_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_partway")).with_file_name(name),
+    };
     assert!(
         path.exists(),
         "{} is missing: run the suite with `scripts/test` (it builds every binary)",
