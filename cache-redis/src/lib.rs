@@ -496,8 +496,8 @@ impl Inner {
             drop(last);
             warn!(
                 redis = %self.addr,
-                "progress cache: Redis {what} failed ({error}); answering from the database \
-                 meanwhile (further warnings are held back for {}s)",
+                "Redis {what} failed ({error}); answering from the database and not \
+                 enforcing rate limits meanwhile (further warnings are held back for {}s)",
                 WARN_EVERY.as_secs()
             );
         }
