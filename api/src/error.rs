@@ -2,7 +2,7 @@
 //! own (bad JSON, wrong content type, unknown route, oversize body, bad query
 //! value), leaves as `{"success": false, "error": CODE, "message": …}`.
 use partway_core::{
-    domain::{ErrorCode, ValidationError},
+    domain::{ErrorCode, RateDecision, ValidationError},
     AppError,
 };
 use partway_protocol::dto::ErrorBody;
@@ -12,7 +12,7 @@ use poem::{
     Response,
 };
 use poem_openapi::{
-    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
     ApiResponse,
 };
@@ -68,6 +68,31 @@ pub fn envelope(code: ErrorCode, message: &str) -> Response {
         .body(body.to_string())
 }
 
+/// The `RateLimit-*` headers (IETF draft `draft-ietf-httpapi-ratelimit-headers`), on
+/// every answer of a limited route: the limit's N, what could still be sent at once,
+/// and the seconds until the whole burst is back.
+pub fn set_rate_limit_headers(response: &mut Response, decision: &RateDecision) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", decision.limit.into());
+    headers.insert("ratelimit-remaining", decision.remaining.into());
+    headers.insert("ratelimit-reset", decision.reset_secs().into());
+}
+
+/// Over the limit: 429 `RATE_LIMITED` in the envelope, `Retry-After` in whole seconds
+/// (rounded up) and the `RateLimit-*` headers.
+pub fn rate_limited(decision: &RateDecision) -> Response {
+    let retry_after = decision.retry_after_secs();
+    let mut response = envelope(
+        ErrorCode::RateLimited,
+        &format!("too many requests; retry in {retry_after} s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after.into());
+    set_rate_limit_headers(&mut response, decision);
+    response
+}
+
 impl ResponseError for ApiError {
     fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -81,7 +106,7 @@ impl ResponseError for ApiError {
 /// Documents the error statuses of every operation.
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses: [(u16, &str); 9] = [
+        let statuses: [(u16, &str); 10] = [
             (400, "Invalid input (see `error` for the code)"),
             (401, "Missing or invalid API key"),
             (404, "Unknown upload or route"),
@@ -92,6 +117,10 @@ impl ApiResponse for ApiError {
             (410, "The upload expired"),
             (413, "Body too large"),
             (415, "Content-Type must be application/json"),
+            (
+                429,
+                "`RATE_LIMITED`: over the credential's (or, without a valid credential, the client address's) request rate limit; retry after `Retry-After` seconds",
+            ),
             (500, "Internal error (no details are exposed)"),
             (
                 503,
@@ -109,7 +138,11 @@ impl ApiResponse for ApiError {
                         content_type: "application/json; charset=utf-8",
                         schema: ErrorBody::schema_ref(),
                     }],
-                    headers: vec![],
+                    headers: if status == 429 {
+                        rate_limit_headers()
+                    } else {
+                        vec![]
+                    },
                 })
                 .collect(),
         }
@@ -129,6 +162,36 @@ fn param_message(name: &str, reason: &str) -> String {
         "Idempotency-Key" => "Idempotency-Key must be 1 to 255 printable ASCII characters, not starting with a space".into(),
         _ => format!("parameter `{name}` is not valid: {reason}"),
     }
+}
+
+fn rate_limit_headers() -> Vec<MetaHeader> {
+    [
+        (
+            "Retry-After",
+            "Seconds until a request can pass (rounded up)",
+        ),
+        (
+            "RateLimit-Limit",
+            "Requests allowed at once, and per period",
+        ),
+        (
+            "RateLimit-Remaining",
+            "Requests that could still be made at once (0)",
+        ),
+        (
+            "RateLimit-Reset",
+            "Seconds until the whole limit is available again",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, description)| MetaHeader {
+        name: name.into(),
+        description: Some(description.into()),
+        required: true,
+        deprecated: false,
+        schema: u64::schema_ref(),
+    })
+    .collect()
 }
 
 /// Maps any error reaching the top of the app to the envelope.
@@ -261,5 +324,34 @@ mod tests {
             (status, body["error"].as_str()),
             (400, Some("INVALID_PARAMETER"))
         );
+    }
+
+    #[tokio::test]
+    async fn rate_limited_is_a_429_envelope_with_whole_second_headers() {
+        let decision = RateDecision {
+            allowed: false,
+            limit: 10,
+            remaining: 0,
+            reset: std::time::Duration::from_millis(9_100),
+            retry_after: std::time::Duration::from_millis(1_200),
+        };
+        let response = rate_limited(&decision);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("2"));
+        assert_eq!(header("ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(header("ratelimit-reset").as_deref(), Some("10"));
+        let (status, body) = body_of(response).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("RATE_LIMITED"))
+        );
+        assert_eq!(body["success"], serde_json::json!(false));
     }
 }

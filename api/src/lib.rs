@@ -4,6 +4,7 @@ pub mod contract;
 mod documents;
 pub mod error;
 pub mod models;
+pub mod rate_limit;
 mod routes;
 pub mod slow;
 
@@ -123,7 +124,8 @@ fn is_loopback_client(remote: &RemoteAddr) -> bool {
         .is_some_and(|a| a.ip().to_canonical().is_loopback())
 }
 
-/// The whole HTTP app: API, docs, spec, health; every error in the envelope.
+/// The whole HTTP app: API, docs, spec, health; every error in the envelope; the API
+/// routes under the app's rate limits (`rate_limit.rs`).
 pub fn app(
     app: Arc<App>,
     cors_origins: &[String],
@@ -172,6 +174,13 @@ pub fn app(
                 "content-type",
                 "idempotency-key",
             ])
+            // So browser clients can read when to retry.
+            .expose_headers([
+                "retry-after",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+            ])
             .max_age(600);
         if !cors_origins.iter().any(|o| o == "*") {
             cors = cors.allow_origins(cors_origins.iter().map(String::as_str));
@@ -179,6 +188,8 @@ pub fn app(
         Some(cors)
     };
     route
+        // Inside CORS: preflights are not counted, and a 429 carries the CORS headers.
+        .around(rate_limit::limit_requests)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .data(app)
         .data(body::BodyReadTimeout(body_read_timeout))

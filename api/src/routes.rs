@@ -100,10 +100,15 @@ pub enum AbortResponse {
     Accepted(Json<StatusDoc>),
 }
 
+/// Readiness answers 200 or 503 only: like `/healthz` it is never rate limited, so it
+/// does not share the API's error list.
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
     #[oai(status = 200)]
     Ready(Json<HealthDoc>),
+    /// The database or the queue is unreachable (`SERVICE_UNAVAILABLE`).
+    #[oai(status = 503)]
+    NotReady(Json<partway_protocol::dto::ErrorBody>),
 }
 
 /// The routes. Stateless: each handler takes the [`App`] from the request data, so
@@ -619,21 +624,23 @@ impl UploadApi {
         operation_id = "readyz",
         tag = "Tag::Operations"
     )]
-    async fn readyz(&self, app: AppData<'_>) -> ApiResult<ReadyResponse> {
+    async fn readyz(&self, app: AppData<'_>) -> ReadyResponse {
         let (db_ok, queue_ok) = app.readiness().await;
         if db_ok && queue_ok {
-            Ok(ReadyResponse::Ready(Json(HealthDoc {
+            ReadyResponse::Ready(Json(HealthDoc {
                 status: "ready".into(),
-            })))
+            }))
         } else {
-            Err(ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                if db_ok {
+            ReadyResponse::NotReady(Json(partway_protocol::dto::ErrorBody {
+                success: false,
+                error: ErrorCode::ServiceUnavailable.as_str().into(),
+                message: if db_ok {
                     "the queue is unreachable"
                 } else {
                     "the database is unreachable"
-                },
-            ))
+                }
+                .into(),
+            }))
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - `partway:{upload_id}:pages`: the SET of cached page numbers, for `forget` (its TTL
 //!   is refreshed to 24 h by every page written, so it outlives every page);
 //! - `partway:{upload_id}:snapshot`: the serialized status snapshot, 5 s;
-//! - channel `partway:events:{upload_id}`: the upload's events (JSON [`UploadEvent`]).
+//! - channel `partway:events:{upload_id}`: the upload's events (JSON [`UploadEvent`]);
+//! - `partway:ratelimit:{subject}`: a rate limit's state ([`RedisRateLimiter`]), until
+//!   the subject's budget is full again.
 //!
 //! Events reach subscribers in every process: each [`RedisCache`] keeps one pub/sub
 //! connection (PSUBSCRIBE `partway:events:*`) that feeds local broadcast channels and
@@ -19,6 +21,7 @@
 //! (callers re-check the database anyway), except for subscribers of the publishing
 //! instance itself, which then get it directly.
 mod keys;
+mod rate_limit;
 
 use std::{
     collections::HashMap,
@@ -42,6 +45,8 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 use uuid::Uuid;
+
+pub use rate_limit::RedisRateLimiter;
 
 /// Upper bound of every cache operation, waiting for a connection included.
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -189,6 +194,11 @@ impl RedisCache {
             inner,
             _listener: Some(listener),
         }
+    }
+
+    /// The request rate limiter on the same Redis and connection (DESIGN §7).
+    pub fn rate_limiter(&self) -> RedisRateLimiter {
+        RedisRateLimiter::new(self.inner.clone())
     }
 
     /// Whether Redis answers a PING right now (within the operation timeout).
@@ -486,8 +496,8 @@ impl Inner {
             drop(last);
             warn!(
                 redis = %self.addr,
-                "progress cache: Redis {what} failed ({error}); answering from the database \
-                 meanwhile (further warnings are held back for {}s)",
+                "Redis {what} failed ({error}); answering from the database and not \
+                 enforcing rate limits meanwhile (further warnings are held back for {}s)",
                 WARN_EVERY.as_secs()
             );
         }

@@ -534,3 +534,117 @@ async fn recovers_when_redis_comes_back() {
     )
     .await;
 }
+
+// ---- the Redis rate limiter (GCRA in one Lua script) ----------------------------------
+
+mod rate_limiter {
+    use partway_core::{
+        domain::{RateLimit, RatePeriod},
+        rate_limit::RateLimiter,
+    };
+
+    use super::*;
+
+    fn limit(n: u32, period: RatePeriod) -> RateLimit {
+        RateLimit::new(n, period).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_burst_passes_then_refusals_say_when_to_retry() {
+        let Some(url) = redis_url("the_burst_passes_then_refusals_say_when_to_retry") else {
+            return;
+        };
+        let cache = RedisCache::connect(&url).await;
+        let limiter = cache.rate_limiter();
+        let key = format!("key:test-{}", Uuid::new_v4().simple());
+        let l = limit(5, RatePeriod::Hour);
+        let mut remaining = Vec::new();
+        for _ in 0..5 {
+            let d = limiter.check(&key, l).await.expect("Redis answers");
+            assert!(d.allowed, "{d:?}");
+            assert_eq!(d.limit, 5);
+            remaining.push(d.remaining);
+        }
+        assert_eq!(remaining, vec![4, 3, 2, 1, 0]);
+        let refused = limiter.check(&key, l).await.unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        // One request costs 12 minutes; the whole burst is back after an hour.
+        let interval = Duration::from_secs(720);
+        assert!(
+            refused.retry_after <= interval
+                && refused.retry_after > interval - Duration::from_secs(5),
+            "{refused:?}"
+        );
+        assert!(
+            refused.reset <= Duration::from_secs(3600) && refused.reset > Duration::from_secs(3595),
+            "{refused:?}"
+        );
+        // Another key has its own budget; the state lives under a prefixed key that
+        // expires when the budget is full again.
+        let other = format!("key:test-{}", Uuid::new_v4().simple());
+        assert!(limiter.check(&other, l).await.unwrap().allowed);
+        let mut raw = raw_connection(&url).await;
+        let state_ttl = ttl(&mut raw, &format!("partway:ratelimit:{key}")).await;
+        assert!((3590..=3601).contains(&state_ttl), "TTL {state_ttl}");
+    }
+
+    #[tokio::test]
+    async fn replicas_on_one_redis_share_the_budget() {
+        let Some(url) = redis_url("replicas_on_one_redis_share_the_budget") else {
+            return;
+        };
+        let a = RedisCache::connect(&url).await.rate_limiter();
+        let b = RedisCache::connect(&url).await.rate_limiter();
+        let key = format!("addr:test-{}", Uuid::new_v4().simple());
+        let l = limit(10, RatePeriod::Minute);
+        let checks = (0..30).map(|i| {
+            let limiter = if i % 2 == 0 { &a } else { &b };
+            let key = key.clone();
+            async move { limiter.check(&key, l).await.unwrap().allowed }
+        });
+        let allowed = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|allowed| *allowed)
+            .count();
+        assert_eq!(allowed, 10, "30 concurrent requests through two replicas");
+    }
+
+    #[tokio::test]
+    async fn the_budget_refills_at_the_rate() {
+        let Some(url) = redis_url("the_budget_refills_at_the_rate") else {
+            return;
+        };
+        let limiter = RedisCache::connect(&url).await.rate_limiter();
+        let key = format!("key:test-{}", Uuid::new_v4().simple());
+        // 20/s: one request per 50 ms.
+        let l = limit(20, RatePeriod::Second);
+        while limiter.check(&key, l).await.unwrap().allowed {}
+        let refused = limiter.check(&key, l).await.unwrap();
+        assert!(!refused.allowed);
+        assert!(
+            refused.retry_after <= Duration::from_millis(50),
+            "{refused:?}"
+        );
+        // One interval later a request passes again (polled, with a deadline).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if limiter.check(&key, l).await.unwrap().allowed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never refilled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_an_error_quickly() {
+        let limiter = RedisCache::connect("redis://127.0.0.1:1")
+            .await
+            .rate_limiter();
+        let l = limit(1, RatePeriod::Second);
+        let result = bounded("check", limiter.check("key:x", l)).await;
+        assert!(result.is_err(), "{result:?}");
+    }
+}

@@ -9,7 +9,7 @@ use figment::{
 use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::{
-    domain::{OwnerLimit, Provider, Quota},
+    domain::{OwnerLimit, Provider, Quota, RateLimit, RateLimits},
     outbound::{AllowList, OutboundMode},
 };
 
@@ -96,6 +96,28 @@ fn count_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 fn bytes_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     limit(d, true)
 }
+
+/// `PARTWAY_RATE_LIMIT*`: `N/s`, `N/m`, `N/h` or `off` (None).
+fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+    RateLimit::parse(&lossy_string(d)?).map_err(de::Error::custom)
+}
+
+fn ser_rate_limit<S: serde::Serializer>(
+    limit: &Option<RateLimit>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match limit {
+        Some(limit) => s.serialize_str(&limit.to_string()),
+        None => s.serialize_str("off"),
+    }
+}
+
+/// Per credential: 100 requests/s on average with bursts of 6000, so one client
+/// polling or reporting parts at 50 requests/s is never refused (DESIGN §7).
+pub const DEFAULT_RATE_LIMIT: &str = "6000/m";
+/// Per address, for requests without a valid credential: 10/s on average with bursts
+/// of 600; such requests can only be refused (401/404) or hit unauthenticated routes.
+pub const DEFAULT_RATE_LIMIT_ANON: &str = "600/m";
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}s", d.as_secs()))
@@ -237,6 +259,15 @@ pub struct Config {
     /// again (at most 30 s); a revoked or expired one ends the stream.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub event_stream_recheck: Duration,
+    /// `PARTWAY_RATE_LIMIT`: requests per credential (API key), `N/s`, `N/m`, `N/h`
+    /// (N at once, then N per period) or `off`; shared by all API replicas through
+    /// Redis when it is configured.
+    #[serde(deserialize_with = "rate_limit", serialize_with = "ser_rate_limit")]
+    pub rate_limit: Option<RateLimit>,
+    /// `PARTWAY_RATE_LIMIT_ANON`: requests per client address without a valid
+    /// credential, same syntax.
+    #[serde(deserialize_with = "rate_limit", serialize_with = "ser_rate_limit")]
+    pub rate_limit_anon: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -282,6 +313,8 @@ impl Default for Config {
             outbound: OutboundMode::Guarded,
             max_active_uploads: None,
             max_active_bytes: None,
+            rate_limit: RateLimit::parse(DEFAULT_RATE_LIMIT).ok().flatten(),
+            rate_limit_anon: RateLimit::parse(DEFAULT_RATE_LIMIT_ANON).ok().flatten(),
         }
     }
 }
@@ -454,6 +487,14 @@ impl Config {
         Quota {
             max_active_uploads: self.max_active_uploads,
             max_active_bytes: self.max_active_bytes,
+        }
+    }
+
+    /// The request rate limits (DESIGN §7).
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            per_credential: self.rate_limit,
+            anonymous: self.rate_limit_anon,
         }
     }
 
@@ -690,5 +731,61 @@ mod tests {
                 "{name}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_default_to_6000_per_minute_and_600_anonymous() {
+        let limits = Config::load_from(env(&[])).unwrap().rate_limits();
+        let per_credential = limits.per_credential.unwrap();
+        assert_eq!(per_credential.to_string(), "6000/m");
+        // DESIGN §7: one client at 50 requests/s is never refused.
+        assert!(per_credential.emission_interval() <= Duration::from_millis(20));
+        assert_eq!(limits.anonymous.unwrap().to_string(), "600/m");
+        let set = Config::load_from(env(&[
+            ("PARTWAY_RATE_LIMIT", "off"),
+            ("PARTWAY_RATE_LIMIT_ANON", "5/s"),
+        ]))
+        .unwrap()
+        .rate_limits();
+        assert_eq!(set.per_credential, None);
+        assert_eq!(set.anonymous.unwrap().to_string(), "5/s");
+        for (key, bad) in [
+            ("PARTWAY_RATE_LIMIT", "600"),
+            ("PARTWAY_RATE_LIMIT", "0/m"),
+            ("PARTWAY_RATE_LIMIT_ANON", "10/d"),
+        ] {
+            let err = Config::load_from(env(&[(key, bad)]))
+                .unwrap_err()
+                .to_string();
+            let name = key.trim_start_matches("PARTWAY_").to_lowercase();
+            assert!(err.contains(&name), "{key}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_toml_file_too() {
+        let dir = tempfile_dir("rate-toml");
+        let path = dir.join("partway.toml");
+        std::fs::write(&path, "rate_limit = \"120/s\"\nrate_limit_anon = \"off\"\n").unwrap();
+        let limits = Config::load_from(env(&[("PARTWAY_CONFIG", path.to_str().unwrap())]))
+            .unwrap()
+            .rate_limits();
+        assert_eq!(limits.per_credential.unwrap().to_string(), "120/s");
+        assert_eq!(limits.anonymous, None);
+        // The environment overrides the file.
+        let limits = Config::load_from(env(&[
+            ("PARTWAY_CONFIG", path.to_str().unwrap()),
+            ("PARTWAY_RATE_LIMIT", "7/h"),
+        ]))
+        .unwrap()
+        .rate_limits();
+        assert_eq!(limits.per_credential.unwrap().to_string(), "7/h");
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("partway-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

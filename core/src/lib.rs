@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod ports;
 pub mod presign;
 pub mod queue;
+pub mod rate_limit;
 pub mod storage;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

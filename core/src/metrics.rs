@@ -19,6 +19,10 @@ pub struct Metrics {
     pub uploads: IntGaugeVec,
     /// Jobs not finished yet (pending or running), by kind; refreshed at each scrape.
     pub queue_depth: IntGaugeVec,
+    /// Requests refused with 429, by subject (`credential` or `address`).
+    pub rate_limited: IntCounterVec,
+    /// Requests let through because the rate limiter could not answer (fail open).
+    pub rate_limiter_errors: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -60,6 +64,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
             Opts::new("partway_queue_depth", "Jobs pending or running, by kind"),
             &["kind"],
         )?,
+        rate_limited: IntCounterVec::new(
+            Opts::new(
+                "partway_rate_limited_total",
+                "Requests refused by a rate limit, by subject (credential or address)",
+            ),
+            &["subject"],
+        )?,
+        rate_limiter_errors: IntCounter::new(
+            "partway_rate_limiter_errors_total",
+            "Requests allowed without a limit because the rate limiter could not answer",
+        )?,
         registry,
     };
     metrics
@@ -83,6 +98,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
     metrics
         .registry
         .register(Box::new(metrics.queue_depth.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.rate_limited.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.rate_limiter_errors.clone()))?;
     Ok(metrics)
 }
 

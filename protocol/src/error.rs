@@ -54,6 +54,7 @@ pub enum ErrorCode {
     UploadExpired,
     Forbidden,
     QuotaExceeded,
+    RateLimited,
     PayloadTooLarge,
     UnsupportedMediaType,
     ServiceUnavailable,
@@ -100,6 +101,7 @@ impl ErrorCode {
             ErrorCode::UploadExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::RateLimited => 429,
             ErrorCode::ServiceUnavailable => 503,
             ErrorCode::InternalError => 500,
         }
@@ -193,6 +195,7 @@ mod tests {
             ("UPLOAD_EXPIRED", 410),
             ("PAYLOAD_TOO_LARGE", 413),
             ("UNSUPPORTED_MEDIA_TYPE", 415),
+            ("RATE_LIMITED", 429),
             ("SERVICE_UNAVAILABLE", 503),
             ("INTERNAL_ERROR", 500),
         ];

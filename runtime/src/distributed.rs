@@ -9,6 +9,7 @@ use partway_core::{
     cache::InMemoryCache,
     config::Config,
     ports::{JobQueue, JobRun, ProgressCache},
+    rate_limit::{LocalRateLimiter, RateLimiter},
     store::Store,
     App,
 };
@@ -16,11 +17,20 @@ use partway_queue_amqp::{AmqpQueue, DeliveryInfo, Disposition, JobMessage};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
-/// Redis when `PARTWAY_REDIS_URL` is set, else in-process.
-pub async fn cache_from(config: &Config) -> Arc<dyn ProgressCache> {
+/// The progress cache and the request rate limiter: on Redis when `PARTWAY_REDIS_URL`
+/// is set (one connection; every API replica then shares the rate budgets), else
+/// in-process.
+pub async fn cache_from(config: &Config) -> (Arc<dyn ProgressCache>, Arc<dyn RateLimiter>) {
     match &config.redis_url {
-        Some(url) => Arc::new(RedisCache::connect(url.expose()).await),
-        None => Arc::new(InMemoryCache::new()),
+        Some(url) => {
+            let cache = RedisCache::connect(url.expose()).await;
+            let limiter = Arc::new(cache.rate_limiter());
+            (Arc::new(cache), limiter)
+        }
+        None => (
+            Arc::new(InMemoryCache::new()),
+            Arc::new(LocalRateLimiter::new()),
+        ),
     }
 }
 

@@ -180,8 +180,12 @@ impl Node {
             Transport::Embedded(queue) => Arc::new(queue.clone()),
             Transport::Amqp(queue) => Arc::new(queue.clone()),
         };
-        let cache = cache_from(config).await;
-        let app = Arc::new(build_app(config, db, targets, master_key, cache, queue)?);
+        let (cache, limiter) = cache_from(config).await;
+        let app = Arc::new(
+            build_app(config, db, targets, master_key, cache, queue)?.with_rate_limiter(
+                partway_core::rate_limit::RequestLimiter::new(config.rate_limits(), limiter),
+            ),
+        );
         // DESIGN §7: credentials sealed before they were bound to their upload are
         // re-sealed before anything here opens them.
         app.reseal_legacy_credentials()

@@ -16,6 +16,7 @@ mod distributed;
 mod operations;
 mod outages;
 mod quotas;
+mod rate_limits;
 mod security;
 mod slow_clients;
 mod upload_flow;

@@ -12,6 +12,7 @@ pub mod last_error;
 pub mod plan;
 pub mod progress;
 pub mod quota;
+pub mod rate_limit;
 pub mod url_pages;
 pub mod validate;
 
@@ -25,5 +26,6 @@ pub use partway_protocol::{
 pub use plan::*;
 pub use progress::*;
 pub use quota::{OwnerLimit, Quota, QuotaOverride, Usage};
+pub use rate_limit::{RateDecision, RateLimit, RateLimits, RatePeriod, RateSubject};
 pub use url_pages::*;
 pub use validate::*;

@@ -4,7 +4,7 @@
 //!
 //! | module | use case |
 //! |---|---|
-//! | [`auth`] | who is calling (API key → owner) |
+//! | [`auth`] | who is calling (API key → owner), and whose rate limit a request counts against |
 //! | [`init`] | start an upload (row + init job) |
 //! | [`resume`] | reconcile with storage again (resume job) |
 //! | [`complete`] | complete (complete job); a repeat joins or answers the result |
@@ -86,6 +86,7 @@ pub struct App {
     /// When `/metrics` last read the database gauges.
     gauges_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
     pub(crate) settings: Settings,
+    rate_limiter: crate::rate_limit::RequestLimiter,
 }
 
 /// What an API call did: the upload as it is now, and the job it queued or joined.
@@ -114,7 +115,19 @@ impl App {
             streams: Arc::default(),
             gauges_refreshed: Default::default(),
             settings,
+            rate_limiter: crate::rate_limit::RequestLimiter::off(),
         }
+    }
+
+    /// With request rate limits (DESIGN §7); without, nothing is limited.
+    pub fn with_rate_limiter(mut self, limiter: crate::rate_limit::RequestLimiter) -> App {
+        self.rate_limiter = limiter;
+        self
+    }
+
+    /// The request rate limits the HTTP layer applies.
+    pub fn rate_limiter(&self) -> &crate::rate_limit::RequestLimiter {
+        &self.rate_limiter
     }
 
     pub fn store(&self) -> &Store {

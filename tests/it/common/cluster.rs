@@ -12,6 +12,8 @@ use super::*;
 pub struct Cluster {
     pub api: Api,
     pub api_process: Child,
+    /// More `partway-api` replicas ([`Cluster::add_api`]).
+    pub more_apis: Vec<Child>,
     pub workers: Vec<Child>,
     pub env: Vec<(String, String)>,
     logs: tempfile::TempDir,
@@ -34,18 +36,24 @@ impl Drop for Cluster {
             }
         }
         let _ = self.api_process.kill();
-        for worker in &mut self.workers {
-            let _ = worker.kill();
+        for child in self.more_apis.iter_mut().chain(&mut self.workers) {
+            let _ = child.kill();
         }
         let _ = self.api_process.wait();
-        for worker in &mut self.workers {
-            let _ = worker.wait();
+        for child in self.more_apis.iter_mut().chain(&mut self.workers) {
+            let _ = child.wait();
         }
     }
 }
 
+/// A binary of this build: from `PARTWAY_TEST_BIN_DIR` when `scripts/test` set it (links
+/// to the binaries it built, which a build in another work tree sharing the target dir
+/// cannot replace), else beside the `partway` binary cargo built for these tests.
 pub fn binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_partway")).with_file_name(name);
+    let path = match std::env::var_os("PARTWAY_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_partway")).with_file_name(name),
+    };
     assert!(
         path.exists(),
         "{} is missing: run the suite with `scripts/test` (it builds every binary)",
@@ -112,29 +120,7 @@ impl Cluster {
             env.push((key, value));
         }
         let logs = tempfile::tempdir().unwrap();
-        let mut api_process = Command::new(binary("partway-api"))
-            .envs(env.iter().cloned())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(logs.path().join("api.log")).unwrap())
-            .spawn()
-            .expect("start partway-api");
-        let stdout = api_process.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("partway-api listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "partway-api did not start: {}",
-                    std::fs::read_to_string(logs.path().join("api.log")).unwrap_or_default()
-                )
-            });
+        let (api_process, base) = spawn_api(&env, &logs.path().join("api.log"));
         let keys = Command::new(binary("partway"))
             .args(["keys", "create", "--owner", "cluster"])
             .envs(env.iter().cloned())
@@ -155,6 +141,7 @@ impl Cluster {
         let mut cluster = Cluster {
             api: Api::new(base, key),
             api_process,
+            more_apis: Vec::new(),
             workers: Vec::new(),
             env,
             logs,
@@ -163,6 +150,15 @@ impl Cluster {
             cluster.add_worker();
         }
         Some(cluster)
+    }
+
+    /// Another `partway-api` replica on the same database, queue and Redis; a client of
+    /// it with the cluster's key.
+    pub fn add_api(&mut self) -> Api {
+        let n = self.more_apis.len() + 1;
+        let (child, base) = spawn_api(&self.env, &self.logs.path().join(format!("api-{n}.log")));
+        self.more_apis.push(child);
+        Api::new(base, self.api.key.clone())
     }
 
     pub fn add_worker(&mut self) {
@@ -195,6 +191,34 @@ impl Cluster {
             .filter(|l| l.contains("job done"))
             .count()
     }
+}
+
+/// Starts `partway-api` and waits for its "listening on" line: the process and its base URL.
+fn spawn_api(env: &[(String, String)], log: &std::path::Path) -> (Child, String) {
+    let mut api_process = Command::new(binary("partway-api"))
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start partway-api");
+    let stdout = api_process.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("partway-api listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "partway-api did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+    (api_process, base)
 }
 
 /// `host:port` of a test server's URL, for `PARTWAY_ALLOWED_ENDPOINTS`.

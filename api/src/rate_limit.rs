@@ -1,0 +1,117 @@
+//! Request rate limits (DESIGN §7) around every route but the probes, metrics and
+//! docs: a request is counted against its credential when it presents a valid one
+//! (resolved through the same cached lookup the routes authenticate with), otherwise
+//! against the connection's remote address. Forwarded-for headers are not trusted:
+//! behind a reverse proxy every anonymous request shares the proxy's budget.
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
+
+use partway_core::App;
+use poem::{
+    web::headers::{authorization::Bearer, Authorization, HeaderMapExt},
+    Endpoint, IntoResponse, Request, Response,
+};
+
+use crate::error;
+
+/// Never limited: liveness and readiness probes, metrics scrapes, the spec and docs.
+pub fn is_exempt(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.yaml" | "/docs"
+    ) || path.starts_with("/docs/")
+}
+
+/// The credential a request presents, read as the routes read it: `x-api-key`, else
+/// `Authorization: Bearer`.
+fn presented_key(req: &Request) -> Option<String> {
+    if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.to_owned());
+    }
+    req.headers()
+        .typed_get::<Authorization<Bearer>>()
+        .map(|auth| auth.token().to_owned())
+}
+
+/// The client's address: the TCP peer (unspecified when the listener has none, e.g.
+/// a test transport; all such requests then share one budget).
+fn client_address(req: &Request) -> IpAddr {
+    req.remote_addr()
+        .as_socket_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
+
+/// The middleware (`EndpointExt::around`): 429 over the limit, else the route's answer
+/// with the `RateLimit-*` headers.
+pub async fn limit_requests<E: Endpoint<Output = Response>>(
+    next: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
+    let app = req.data::<Arc<App>>().cloned();
+    let Some(app) = app.filter(|app| !app.rate_limiter().is_off() && !is_exempt(req.uri().path()))
+    else {
+        return next.call(req).await;
+    };
+    let key = presented_key(&req);
+    let subject = app.rate_subject(key.as_deref(), client_address(&req)).await;
+    let Some(decision) = app.rate_limiter().admit(&subject).await else {
+        // No limit for this subject, or the limiter failed open.
+        return next.call(req).await;
+    };
+    if !decision.allowed {
+        tracing::debug!(subject = subject.kind(), "rate limited");
+        return Ok(error::rate_limited(&decision));
+    }
+    // Errors become their envelope here rather than at the top, so they carry the
+    // headers too.
+    let mut response = match next.call(req).await {
+        Ok(response) => response,
+        Err(err) => error::to_envelope(err),
+    };
+    error::set_rate_limit_headers(&mut response, &decision);
+    Ok(response.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_metrics_and_docs_are_exempt_and_the_api_is_not() {
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.yaml",
+            "/docs",
+            "/docs/index.css",
+        ] {
+            assert!(is_exempt(path), "{path}");
+        }
+        for path in [
+            "/api/v1/upload/multipart/init",
+            "/api/v1/uploads",
+            "/docsx",
+            "/healthz/x",
+            "/",
+        ] {
+            assert!(!is_exempt(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_key_is_read_from_either_header() {
+        let req = Request::builder().header("x-api-key", "pw_a").finish();
+        assert_eq!(presented_key(&req).as_deref(), Some("pw_a"));
+        let req = Request::builder()
+            .header("authorization", "Bearer pw_b")
+            .finish();
+        assert_eq!(presented_key(&req).as_deref(), Some("pw_b"));
+        let req = Request::builder()
+            .header("authorization", "Basic cHc6Yg==")
+            .finish();
+        assert_eq!(presented_key(&req), None);
+    }
+}
