@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 pub async fn cache_from(config: &Config) -> Arc<dyn ProgressCache> {
     match &config.redis_url {
         Some(url) => Arc::new(RedisCache::connect(url.expose()).await),
-        None => Arc::new(InMemoryCache::new()),
+        None => Arc::new(InMemoryCache::new(config.cache_max_bytes)),
     }
 }
 
