@@ -113,6 +113,16 @@ pub enum KeysAction {
     List,
     /// Revoke a key by id.
     Revoke { id: uuid::Uuid },
+    /// Re-seal every stored bring-your-own credential under a new master key. Stop the
+    /// service first. The current key is PARTWAY_MASTER_KEY or the data dir's
+    /// master.key (which then receives the new key); otherwise set PARTWAY_MASTER_KEY to
+    /// the new key before starting again. Safe to run again after an interruption.
+    RotateMaster {
+        /// File holding the new master key (32 bytes, hex or base64); without it,
+        /// PARTWAY_NEW_MASTER_KEY.
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +237,7 @@ async fn upload(args: UploadArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     let url = app.base_url();
     println!("partway is running");
@@ -236,10 +247,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(s3) = app.embedded_s3_endpoint() {
         println!("  Storage:   {s3} (embedded S3 endpoint)");
     }
-    let key = app.dev_api_key();
-    println!("  Dev key:   {key}");
-    println!();
-    println!("  curl -H 'x-api-key: {key}' {url}/api/v1/uploads");
+    let key = Some(app.dev_api_key()).filter(|k| !k.is_empty());
+    if let Some(addr) = app.local_addr() {
+        for line in partway::dev_key_lines(addr, key, &data_dir) {
+            println!("{line}");
+        }
+    }
     partway_runtime::shutdown_signal().await;
     println!("shutting down");
     app.shutdown().await;
@@ -258,6 +271,28 @@ async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
                 model.id
             );
             println!("{key}");
+        }
+        KeysAction::RotateMaster { new_key_file } => {
+            let text = match new_key_file {
+                Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the new key from {}: {e}", path.display())
+                })?,
+                None => std::env::var("PARTWAY_NEW_MASTER_KEY").map_err(|_| {
+                    anyhow::anyhow!(
+                        "give the new master key: --new-key-file PATH or PARTWAY_NEW_MASTER_KEY"
+                    )
+                })?,
+            };
+            let (done, in_data_dir) = partway::rotate_master_key(&config, &db, &text).await?;
+            eprintln!(
+                "re-sealed {} upload(s); {} already under the new key; {} could not be opened with either key",
+                done.resealed, done.already, done.unreadable
+            );
+            if in_data_dir {
+                eprintln!("master.key in the data dir now holds the new key");
+            } else {
+                eprintln!("set PARTWAY_MASTER_KEY to the new key before starting partway again");
+            }
         }
         KeysAction::List => {
             let keys = auth::list_keys(&db).await?;

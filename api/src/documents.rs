@@ -2,6 +2,7 @@
 //! resume and complete. One place, so every route and the event stream agree.
 use chrono::Utc;
 use partway_core::{
+    domain::shown_last_error,
     usecases::{
         effective_status,
         parts::{missing_parts, progress_of},
@@ -42,9 +43,13 @@ pub async fn status_doc(app: &App, upload: &upload::Model) -> ApiResult<StatusDo
         completed_at: upload.completed_at.map(rfc3339),
         url,
         download_url,
-        last_error: upload.last_error_code.as_ref().map(|code| LastErrorDoc {
-            code: code.clone(),
-            message: upload.last_error_message.clone().unwrap_or_default(),
+        // The text comes from the code (DESIGN §7), not from the row's message column.
+        last_error: upload.last_error_code.as_deref().map(|stored| {
+            let (code, message) = shown_last_error(stored);
+            LastErrorDoc {
+                code: code.as_str().to_string(),
+                message: message.to_string(),
+            }
         }),
     })
 }

@@ -85,7 +85,10 @@ impl ApiResponse for ApiError {
             (400, "Invalid input (see `error` for the code)"),
             (401, "Missing or invalid API key"),
             (404, "Unknown upload or route"),
-            (409, "The upload's state does not allow this"),
+            (
+                409,
+                "The upload's state or its parts plan does not allow this",
+            ),
             (410, "The upload expired"),
             (413, "Body too large"),
             (415, "Content-Type must be application/json"),
@@ -117,6 +120,17 @@ impl ApiResponse for ApiError {
     }
 }
 
+/// The message for a parameter the spec's validators refused: the domain's wording
+/// where a bare pattern would not help.
+fn param_message(name: &str, reason: &str) -> String {
+    match name {
+        "metadata" => "metadata must be key:value, e.g. metadata=fingerprint:3f2a9c (key: A-Z, a-z, 0-9, '_', '-'; value: printable ASCII)".into(),
+        "cursor" => "cursor is not one this server issued".into(),
+        "Idempotency-Key" => "Idempotency-Key must be 1 to 255 printable ASCII characters, not starting with a space".into(),
+        _ => format!("parameter `{name}` is not valid: {reason}"),
+    }
+}
+
 /// Maps any error reaching the top of the app to the envelope.
 pub fn to_envelope(err: poem::Error) -> Response {
     if let Some(api) = err.downcast_ref::<ApiError>() {
@@ -130,10 +144,15 @@ pub fn to_envelope(err: poem::Error) -> Response {
     let (code, message): (ErrorCode, String) = if let Some(e) =
         err.downcast_ref::<poem_openapi::error::ParseParamError>()
     {
-        (
-            ErrorCode::InvalidParameter,
-            format!("parameter `{}` is not valid: {}", e.name, e.reason),
-        )
+        if e.name == "resumeToken" {
+            // Like a well-formed token that names nothing (protocol::token): no probing.
+            (ErrorCode::UploadNotFound, "no such upload".into())
+        } else {
+            (
+                ErrorCode::InvalidParameter,
+                param_message(e.name, &e.reason),
+            )
+        }
     } else if err.is::<poem_openapi::error::ParsePathError>() {
         (
             ErrorCode::InvalidParameter,

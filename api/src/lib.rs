@@ -1,5 +1,6 @@
 //! partway's HTTP front door (poem + poem-openapi).
 mod body;
+pub mod contract;
 mod documents;
 pub mod error;
 pub mod models;
@@ -47,9 +48,10 @@ pub fn openapi_service() -> OpenApiService<UploadApi, ()> {
 }
 
 /// The spec as served at `/openapi.yaml` and committed as `openapi.yaml`; described by
-/// the route types alone, so no running service is needed.
+/// the route types alone, so no running service is needed. What poem-openapi cannot
+/// say is added in [`contract::complete`].
 pub fn openapi_yaml() -> String {
-    openapi_service().spec_yaml()
+    contract::complete(&openapi_service().spec_yaml())
 }
 
 /// Counts every request by route (the OpenAPI operation id) and status.
@@ -130,7 +132,8 @@ pub fn app(
 ) -> impl Endpoint {
     let metrics_app = app.clone();
     let api = openapi_service();
-    let spec = api.spec_yaml();
+    let spec = openapi_yaml();
+    let allow = Arc::new(contract::AllowedMethods::from_spec(&spec));
     let docs = api.swagger_ui();
     let route = Route::new().nest("/docs", docs.with(docs_headers()));
     let route = match metrics {
@@ -184,6 +187,7 @@ pub fn app(
         .with(Tracing)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()
+        .around(move |next, req| contract::add_allow(allow.clone(), next, req))
         .around(record_request)
         .into_endpoint()
 }

@@ -129,6 +129,18 @@ struct StreamState {
 }
 type AppData<'a> = Data<&'a Arc<App>>;
 
+/// The `Idempotency-Key` header as sent: poem-openapi reads a value that is not
+/// visible ASCII as no header at all, which would silently drop the key.
+fn idempotency_header(req: &poem::Request, parsed: Option<String>) -> ApiResult<Option<String>> {
+    match req.headers().get("idempotency-key") {
+        Some(raw) if raw.to_str().is_err() => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "Idempotency-Key must be printable ASCII",
+        )),
+        _ => Ok(parsed),
+    }
+}
+
 async fn caller(app: &App, auth: &Auth) -> ApiResult<Caller> {
     Ok(app.authenticate(Some(auth.key())).await?)
 }
@@ -151,11 +163,24 @@ impl UploadApi {
         app: AppData<'_>,
         auth: Auth,
         body: ContractJson<InitRequest>,
+        /// Seconds to wait for the job, 0 ..= 60 (default 0).
+        #[oai(validator(minimum(value = "0"), maximum(value = "60")))]
         wait: Query<Option<u32>>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// 1 to 255 printable ASCII characters, not starting with a space; spaces and
+        /// tabs at the end are not part of the key (HTTP drops them).
+        #[oai(
+            name = "Idempotency-Key",
+            validator(
+                min_length = 1,
+                max_length = 255,
+                pattern = "^[!-~]([ -~]*[!-~])?[\\t ]*$"
+            )
+        )]
+        idempotency_key: Header<Option<String>>,
+        req: &poem::Request,
     ) -> ApiResult<InitResponse> {
         let wait = Wait::parse(wait.0)?;
-        let key = IdempotencyKey::parse(idempotency_key.0)?;
+        let key = IdempotencyKey::parse(idempotency_header(req, idempotency_key.0)?)?;
         let caller = caller(&app, &auth).await?;
         let accepted = app.init(&caller, init_input(body.0), key).await?;
         let settled = app.settle(accepted, wait).await?;
@@ -190,6 +215,8 @@ impl UploadApi {
         app: AppData<'_>,
         auth: Auth,
         body: ContractJson<TokenRequest>,
+        /// Seconds to wait for the job, 0 ..= 60 (default 0).
+        #[oai(validator(minimum(value = "0"), maximum(value = "60")))]
         wait: Query<Option<u32>>,
     ) -> ApiResult<ResumeResponse> {
         let wait = Wait::parse(wait.0)?;
@@ -220,8 +247,9 @@ impl UploadApi {
     ///
     /// Without `parts`, completes with what storage lists. Completing a completed
     /// upload answers the same 200 again; concurrent completes complete once. When
-    /// storage rejects the parts, a waited answer is 400 `INVALID_PARTS` and the
-    /// upload is active again with `lastError`.
+    /// storage rejects the parts, a waited answer is 400 `INVALID_PARTS` (409
+    /// `INCOMPLETE_PARTS` when it does not hold them all) and the upload is active
+    /// again with `lastError`.
     #[oai(
         path = "/api/v1/upload/multipart/complete",
         method = "post",
@@ -233,12 +261,25 @@ impl UploadApi {
         app: AppData<'_>,
         auth: Auth,
         body: ContractJson<CompleteRequest>,
+        /// Seconds to wait for the job, 0 ..= 60 (default 0).
+        #[oai(validator(minimum(value = "0"), maximum(value = "60")))]
         wait: Query<Option<u32>>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// 1 to 255 printable ASCII characters, not starting with a space; spaces and
+        /// tabs at the end are not part of the key (HTTP drops them).
+        #[oai(
+            name = "Idempotency-Key",
+            validator(
+                min_length = 1,
+                max_length = 255,
+                pattern = "^[!-~]([ -~]*[!-~])?[\\t ]*$"
+            )
+        )]
+        idempotency_key: Header<Option<String>>,
+        req: &poem::Request,
     ) -> ApiResult<CompleteResponse> {
         let wait = Wait::parse(wait.0)?;
         // A complete is idempotent by state already; the key is checked for form only.
-        IdempotencyKey::parse(idempotency_key.0)?;
+        IdempotencyKey::parse(idempotency_header(req, idempotency_key.0)?)?;
         let caller = caller(&app, &auth).await?;
         let parts = body
             .0
@@ -280,6 +321,8 @@ impl UploadApi {
         app: AppData<'_>,
         auth: Auth,
         body: ContractJson<TokenRequest>,
+        /// Seconds to wait for the job, 0 ..= 60 (default 0).
+        #[oai(validator(minimum(value = "0"), maximum(value = "60")))]
         wait: Query<Option<u32>>,
     ) -> ApiResult<AbortResponse> {
         let wait = Wait::parse(wait.0)?;
@@ -328,7 +371,13 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(name = "resumeToken")] resume_token: Path<String>,
+        #[oai(
+            name = "resumeToken",
+            validator(
+                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+            )
+        )]
+        resume_token: Path<String>,
     ) -> ApiResult<Json<StatusDoc>> {
         let caller = caller(&app, &auth).await?;
         // Cache first: polling many times a second costs no database read.
@@ -354,15 +403,23 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(name = "resumeToken")] resume_token: Path<String>,
+        #[oai(
+            name = "resumeToken",
+            validator(
+                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+            )
+        )]
+        resume_token: Path<String>,
         /// pending (default), uploaded or all
-        state: Query<Option<String>>,
+        state: Query<Option<PartStateParam>>,
         /// Only parts numbered above this.
+        #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
         after: Query<Option<u32>>,
         /// 1 ..= 1000 (default 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<PartsPage>> {
-        let state = PartState::parse(state.0.as_deref())?;
+        let state = PartState::parse(state.0.map(PartStateParam::as_str))?;
         let limit = PageLimit::parse(limit.0, PageLimit::MAX)?;
         let caller = caller(&app, &auth).await?;
         let (parts, next_after) = app
@@ -386,8 +443,19 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(name = "resumeToken")] resume_token: Path<String>,
-        #[oai(name = "partNumber")] part_number: Path<u32>,
+        #[oai(
+            name = "resumeToken",
+            validator(
+                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+            )
+        )]
+        resume_token: Path<String>,
+        /// 1 ..= 10000, and at most the upload's totalParts.
+        #[oai(
+            name = "partNumber",
+            validator(minimum(value = "1"), maximum(value = "10000"))
+        )]
+        part_number: Path<u32>,
         body: ContractJson<PartReport>,
     ) -> ApiResult<Json<ProgressResult>> {
         let caller = caller(&app, &auth).await?;
@@ -423,7 +491,13 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(name = "resumeToken")] resume_token: Path<String>,
+        #[oai(
+            name = "resumeToken",
+            validator(
+                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+            )
+        )]
+        resume_token: Path<String>,
     ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
         let caller = caller(&app, &auth).await?;
         let upload = app.get(&caller, &resume_token.0).await?;
@@ -489,11 +563,18 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        status: Query<Option<String>>,
-        /// `key:value`: only uploads whose metadata has this entry.
+        /// Only uploads in this status.
+        status: Query<Option<UploadStatusParam>>,
+        /// `key:value`: only uploads whose metadata has this entry (the key as in
+        /// metadata: A-Z, a-z, 0-9, `_`, `-`, at most 128 bytes; the value printable ASCII;
+        /// both together at most 2048 bytes).
+        #[oai(validator(max_length = 2049, pattern = r"^[A-Za-z0-9_-]{1,128}:[ -~]*$"))]
         metadata: Query<Option<String>>,
         /// 1 ..= 1000 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
+        /// `nextCursor` of the previous page.
+        #[oai(validator(pattern = r"^[0-9]{1,12}\.[0-9]{9}_[0-9a-f]{32}$"))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UploadList>> {
         let limit = PageLimit::parse(limit.0, 50)?;
@@ -501,7 +582,7 @@ impl UploadApi {
         let (rows, next_cursor) = app
             .list_uploads(
                 &caller,
-                status.0.as_deref(),
+                status.0.map(UploadStatusParam::as_str),
                 metadata.0.as_deref(),
                 limit,
                 cursor.0.as_deref(),

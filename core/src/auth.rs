@@ -83,6 +83,8 @@ pub enum KeyAdminError {
     Invalid(#[from] ValidationError),
     #[error("no API key with id {0}")]
     UnknownKey(Uuid),
+    #[error("this development key was revoked; choose another")]
+    RevokedDevKey,
     #[error("database: {0}")]
     Db(#[from] DbErr),
 }
@@ -109,6 +111,37 @@ pub async fn register_key(
         Some(found) => Ok(found),
         None => insert_key(store, owner_name, key).await,
     }
+}
+
+/// Makes `key` the development key of `owner_name` (or, with None, leaves it none):
+/// registers it and revokes every other key of that owner, so a changed or switched-off
+/// `PARTWAY_DEV_API_KEY` ends the earlier one. The owner belongs to the development key.
+/// A key that was revoked stays revoked ([`KeyAdminError::RevokedDevKey`]). Returns how
+/// many earlier keys it revoked.
+pub async fn set_dev_key(
+    store: &Store,
+    owner_name: &str,
+    key: Option<&str>,
+) -> Result<u64, KeyAdminError> {
+    let keep = match key {
+        Some(key) => {
+            let hash = hash_api_key(key);
+            match store.key_with_hash(&hash).await? {
+                Some(found) if found.revoked_at.is_some() => {
+                    return Err(KeyAdminError::RevokedDevKey)
+                }
+                Some(_) => {}
+                None => {
+                    insert_key(store, owner_name, key).await?;
+                }
+            }
+            Some(hash)
+        }
+        None => None,
+    };
+    Ok(store
+        .revoke_owner_keys_except(owner_name, keep.as_deref())
+        .await?)
 }
 
 async fn insert_key(

@@ -106,6 +106,30 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&format!("{}s", d.as_secs()))
 }
 
+/// A `PARTWAY_DEV_API_KEY` shorter than this is refused (DESIGN §7).
+pub const MIN_DEV_API_KEY_CHARS: usize = 32;
+
+/// The all-in-one service's development key, as configured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DevKey<'a> {
+    /// Unset: generated into the data dir on the first start (`dev-api-key`).
+    Generated,
+    /// `PARTWAY_DEV_API_KEY` (at least [`MIN_DEV_API_KEY_CHARS`] characters).
+    Given(&'a str),
+    /// `PARTWAY_DEV_API_KEY=off`: no development key.
+    Off,
+}
+
+impl fmt::Debug for DevKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DevKey::Generated => f.write_str("Generated"),
+            DevKey::Given(_) => f.write_str("Given(<redacted>)"),
+            DevKey::Off => f.write_str("Off"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -164,6 +188,10 @@ pub struct Config {
     pub upload_ttl: Duration,
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub url_ttl: Duration,
+    /// `PARTWAY_DOWNLOAD_URL_TTL`: how long a completed upload's download URL lives
+    /// (DESIGN §7; default 1 h, at most 7 days).
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub download_url_ttl: Duration,
     /// First segment of every object key.
     #[serde(deserialize_with = "lossy_string")]
     pub key_prefix: String,
@@ -254,6 +282,7 @@ impl Default for Config {
             master_key: None,
             upload_ttl: Duration::from_secs(7 * 24 * 3600),
             url_ttl: Duration::from_secs(7 * 24 * 3600),
+            download_url_ttl: Duration::from_secs(3600),
             key_prefix: "uploads".into(),
             sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Pretty,
@@ -353,9 +382,17 @@ impl Config {
         if config.url_ttl > MAX_URL_TTL {
             config.url_ttl = MAX_URL_TTL;
         }
+        if config.download_url_ttl > MAX_URL_TTL {
+            config.download_url_ttl = MAX_URL_TTL;
+        }
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        if config.download_url_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_DOWNLOAD_URL_TTL must be positive".into(),
             ));
         }
         if config.body_read_timeout.is_zero() || config.header_read_timeout.is_zero() {
@@ -390,6 +427,16 @@ impl Config {
             ));
         }
         config.allowed_endpoints()?;
+        if let Some(key) = &config.dev_api_key {
+            let key = key.expose().trim();
+            if !key.eq_ignore_ascii_case("off") && key.chars().count() < MIN_DEV_API_KEY_CHARS {
+                return Err(ConfigError::Invalid(format!(
+                    "PARTWAY_DEV_API_KEY must have at least {MIN_DEV_API_KEY_CHARS} characters \
+                     (it has {}), or be `off`; e.g. `openssl rand -hex 32`",
+                    key.chars().count()
+                )));
+            }
+        }
         if let Some(provider) = &config.default_provider {
             provider.parse::<Provider>().map_err(|_| {
                 ConfigError::Invalid(format!(
@@ -398,6 +445,15 @@ impl Config {
             })?;
         }
         Ok(config)
+    }
+
+    /// The development key of the all-in-one service (checked by [`Config::load_from`]).
+    pub fn dev_key(&self) -> DevKey<'_> {
+        match &self.dev_api_key {
+            None => DevKey::Generated,
+            Some(key) if key.expose().trim().eq_ignore_ascii_case("off") => DevKey::Off,
+            Some(key) => DevKey::Given(key.expose().trim()),
+        }
     }
 
     /// The embedded S3 endpoint runs only when no S3 bucket or endpoint is set.
@@ -440,6 +496,38 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_dev_key_needs_32_characters_or_off() {
+        let err = Config::load_from(env(&[("PARTWAY_DEV_API_KEY", "short-dev-key")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 32 characters"), "{err}");
+        assert!(
+            !err.contains("short-dev-key"),
+            "the key is never shown: {err}"
+        );
+        let long = "k".repeat(32);
+        let config = Config::load_from(env(&[("PARTWAY_DEV_API_KEY", &long)])).unwrap();
+        assert_eq!(config.dev_key(), DevKey::Given(long.as_str()));
+        for off in ["off", "OFF"] {
+            let config = Config::load_from(env(&[("PARTWAY_DEV_API_KEY", off)])).unwrap();
+            assert_eq!(config.dev_key(), DevKey::Off);
+        }
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.dev_key(), DevKey::Generated);
+    }
+
+    #[test]
+    fn download_urls_live_an_hour_unless_configured() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.download_url_ttl, Duration::from_secs(3600));
+        let config = Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "10m")])).unwrap();
+        assert_eq!(config.download_url_ttl, Duration::from_secs(600));
+        let config = Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "30d")])).unwrap();
+        assert_eq!(config.download_url_ttl, MAX_URL_TTL);
+        assert!(Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "0")])).is_err());
     }
 
     #[test]

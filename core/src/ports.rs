@@ -81,10 +81,13 @@ pub trait ObjectStorage: Send + Sync {
     async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StorageError>;
     /// Size and ETag of a stored object, None when absent.
     async fn head_object(&self, key: &str) -> Result<Option<(u64, String)>, StorageError>;
+    /// Presigns GetObject; the answer carries `content_disposition` as its
+    /// `Content-Disposition` (`response-content-disposition`, signed).
     async fn presign_get(
         &self,
         key: &str,
         expires_in: Duration,
+        content_disposition: &str,
     ) -> Result<PresignedUrl, StorageError>;
     /// The object's plain (unsigned) URL.
     fn object_url(&self, key: &str) -> String;

@@ -564,6 +564,7 @@ impl ObjectStorage for S3Storage {
         &self,
         key: &str,
         expires_in: Duration,
+        content_disposition: &str,
     ) -> Result<PresignedUrl, StorageError> {
         let (config, expires_at) = Self::presigning(SystemTime::now(), expires_in)?;
         let presigned = self
@@ -571,6 +572,7 @@ impl ObjectStorage for S3Storage {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .response_content_disposition(content_disposition)
             .presigned(config)
             .await
             .map_err(classify)?;

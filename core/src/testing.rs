@@ -254,8 +254,12 @@ impl ObjectStorage for MemoryStorage {
         &self,
         key: &str,
         expires_in: Duration,
+        content_disposition: &str,
     ) -> Result<PresignedUrl, StorageError> {
-        Ok(self.presigned(format!("{key}?download"), expires_in))
+        Ok(self.presigned(
+            format!("{key}?download&disposition={content_disposition}"),
+            expires_in,
+        ))
     }
 
     fn object_url(&self, key: &str) -> String {
@@ -380,6 +384,7 @@ impl TestApp {
             Settings {
                 upload_ttl: Duration::from_secs(3600),
                 url_ttl: Duration::from_secs(3600),
+                download_url_ttl: Duration::from_secs(3600),
                 key_prefix: "uploads".into(),
                 default_provider: Provider::S3,
                 quota: crate::domain::Quota::default(),

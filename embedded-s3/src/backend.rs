@@ -332,7 +332,18 @@ impl S3 for Backend {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         check_key(&req.input.key)?;
-        self.fs.get_object(req).await
+        // s3s-fs ignores the response-* overrides of a (presigned, signed) GetObject;
+        // S3 answers with them, and partway's download URLs rely on the disposition.
+        let disposition = req.input.response_content_disposition.clone();
+        let content_type = req.input.response_content_type.clone();
+        let mut answer = self.fs.get_object(req).await?;
+        if disposition.is_some() {
+            answer.output.content_disposition = disposition;
+        }
+        if content_type.is_some() {
+            answer.output.content_type = content_type;
+        }
+        Ok(answer)
     }
 
     async fn head_object(

@@ -8,7 +8,7 @@
 //! `None` fields are left out rather than sent as `null`.
 use std::collections::BTreeMap;
 
-use poem_openapi::Object;
+use poem_openapi::{Enum, Object};
 use serde::{Deserialize, Serialize};
 
 use crate::UploadStatus;
@@ -22,16 +22,29 @@ mod tests;
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct InitRequest {
-    /// Original file name (no path separators).
+    /// Original file name: no path separators or control characters, not `.` or
+    /// `..`, not blank, at most 255 bytes (UTF-8).
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^/\\\u0000-\u001f\u007f-\u009f]+$"
+    ))]
     pub filename: String,
-    /// Size in bytes, 1 ..= the provider's maximum.
+    /// Size in bytes, 1 ..= the provider's maximum (S3 53,687,091,200,000; R2
+    /// 5,497,558,138,880).
+    #[oai(validator(minimum(value = "1"), maximum(value = "53687091200000")))]
     pub file_size: u64,
+    /// A media type: at most 255 printable ASCII characters, not blank (it becomes the
+    /// object's `Content-Type` header).
+    #[oai(validator(min_length = 1, max_length = 255, pattern = "^[ -~]*[!-~][ -~]*$"))]
     pub content_type: String,
-    /// `S3` or `R2`; default: the server's.
+    /// `S3` or `R2` (either case); empty or absent: the server's default.
+    #[oai(validator(pattern = r"^([Ss]3|[Rr]2)?$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// Bytes per part (5 MiB ..= 5 GiB, at most 10,000 parts); default: the smallest
     /// whole MiB that fits.
+    #[oai(validator(minimum(value = "5242880"), maximum(value = "5368709120")))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size: Option<u64>,
     /// String → string, at most 2 KiB in all; stored as object metadata.
@@ -46,7 +59,9 @@ pub struct InitRequest {
     pub s3_bucket: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_region: Option<String>,
-    /// S3-compatible endpoint URL (MinIO, …).
+    /// S3-compatible endpoint URL (MinIO, …): http(s); the outbound guard decides
+    /// whether it may be reached (DESIGN §7).
+    #[oai(validator(pattern = r"^(\s*|\s*https?://.*)$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +80,10 @@ pub struct InitRequest {
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequest {
-    /// `mpu_<uuid>` from init.
+    /// `mpu_<uuid v4>` from init.
+    #[oai(validator(
+        pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    ))]
     pub resume_token: String,
 }
 
@@ -73,8 +91,12 @@ pub struct TokenRequest {
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct CompletePart {
+    /// 1 ..= 10000, and at most the upload's totalParts.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
     pub part_number: u32,
-    /// The ETag header storage returned for the part's PUT (quotes optional).
+    /// The ETag header storage returned for the part's PUT (quotes optional); must
+    /// have a character other than white space and `"`.
+    #[oai(validator(pattern = r#"[^\s"]"#))]
     pub etag: String,
 }
 
@@ -82,8 +104,13 @@ pub struct CompletePart {
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct CompleteRequest {
+    /// `mpu_<uuid v4>` from init.
+    #[oai(validator(
+        pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    ))]
     pub resume_token: String,
     /// Every part with its ETag; omit to complete with what storage lists.
+    #[oai(validator(min_items = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<Vec<CompletePart>>,
 }
@@ -93,7 +120,12 @@ pub struct CompleteRequest {
 #[oai(rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct PartReport {
+    /// Must have a character other than white space and `"`; at most 128 characters
+    /// once quotes and spaces around it are removed.
+    #[oai(validator(pattern = r#"[^\s"]"#))]
     pub etag: String,
+    /// The part's size in bytes, as the part's `size` in its part document.
+    #[oai(validator(minimum(value = "0"), maximum(value = "5368709120")))]
     pub size: u64,
 }
 
@@ -259,7 +291,9 @@ pub struct AbortResult {
 pub struct PartsPage {
     pub success: bool,
     pub parts: Vec<PartDoc>,
-    /// Pass as `after` for the next page; null on the last page.
+    /// Pass as `after` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u32>,
 }
 
@@ -277,7 +311,9 @@ pub struct ProgressResult {
 pub struct UploadList {
     pub success: bool,
     pub uploads: Vec<StatusDoc>,
-    /// Pass as `cursor` for the next page; null on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -296,4 +332,47 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation.
     pub message: String,
+}
+
+/// `GET …/parts?state=`.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum PartStateParam {
+    Pending,
+    Uploaded,
+    All,
+}
+
+impl PartStateParam {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartStateParam::Pending => "pending",
+            PartStateParam::Uploaded => "uploaded",
+            PartStateParam::All => "all",
+        }
+    }
+}
+
+/// `GET /api/v1/uploads?status=`: the upload statuses.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum UploadStatusParam {
+    Initiating,
+    Active,
+    Paused,
+    Completing,
+    Completed,
+    Failed,
+    Aborting,
+    Aborted,
+    Expired,
+}
+
+impl UploadStatusParam {
+    pub fn as_str(self) -> &'static str {
+        poem_openapi::types::ToJSON::to_json(&self)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .and_then(|s| UploadStatus::all().find(|st| st.as_str() == s))
+            .map_or("", UploadStatus::as_str)
+    }
 }

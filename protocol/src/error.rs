@@ -35,7 +35,12 @@ pub enum ErrorCode {
     MissingR2Credentials,
     MissingResumeToken,
     MissingParts,
+    /// Not every part of the upload's plan is named, or held by storage (409: the
+    /// request is well formed; the upload needs its other parts first).
     IncompleteParts,
+    /// The parts named do not fit the upload's plan: a part number beyond its
+    /// totalParts, a part listed twice, a reported size other than the part's (409).
+    PartsMismatch,
     InvalidParts,
     InvalidJson,
     InvalidParameter,
@@ -80,7 +85,6 @@ impl ErrorCode {
             | ErrorCode::MissingR2Credentials
             | ErrorCode::MissingResumeToken
             | ErrorCode::MissingParts
-            | ErrorCode::IncompleteParts
             | ErrorCode::InvalidParts
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidParameter
@@ -90,7 +94,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::UploadAlreadyCompleted
             | ErrorCode::UploadAborted
-            | ErrorCode::UploadNotReady => 409,
+            | ErrorCode::UploadNotReady
+            | ErrorCode::IncompleteParts
+            | ErrorCode::PartsMismatch => 409,
             ErrorCode::UploadExpired => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -170,7 +176,8 @@ mod tests {
             ("MISSING_R2_CREDENTIALS", 400),
             ("MISSING_RESUME_TOKEN", 400),
             ("MISSING_PARTS", 400),
-            ("INCOMPLETE_PARTS", 400),
+            ("INCOMPLETE_PARTS", 409),
+            ("PARTS_MISMATCH", 409),
             ("INVALID_PARTS", 400),
             ("INVALID_JSON", 400),
             ("INVALID_PARAMETER", 400),

@@ -14,6 +14,11 @@ const PREFIX: &str = "mpu_";
 pub struct ResumeToken(Uuid);
 
 impl ResumeToken {
+    /// What [`ResumeToken::parse`] accepts, as a JSON Schema pattern (openapi.yaml
+    /// declares it; a test checks that both agree).
+    pub const PATTERN: &'static str =
+        "^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
+
     /// A fresh token; v4 gives 122 random bits, so tokens are unguessable.
     pub fn new_random() -> ResumeToken {
         ResumeToken(Uuid::new_v4())

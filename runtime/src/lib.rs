@@ -59,10 +59,9 @@ pub async fn connect_database(config: &Config) -> Result<DatabaseConnection, Sta
         Some(url) => url.expose().to_string(),
         None => {
             ensure_dir(&config.data_dir)?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                config.data_dir.join("partway.db").display()
-            )
+            let file = config.data_dir.join("partway.db");
+            private_database_file(&file)?;
+            format!("sqlite://{}?mode=rwc", file.display())
         }
     };
     let mut options = ConnectOptions::new(url);
@@ -96,11 +95,80 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StartupError> {
         .map_err(|e| StartupError::Database(format!("migration failed: {e}")))
 }
 
+/// The data directory, private to the service's user (DESIGN §7): created 0700; one
+/// found open to others (made by an earlier version) is closed, with everything in it
+/// (directories 0700, files 0600).
 pub fn ensure_dir(path: &Path) -> Result<(), StartupError> {
-    std::fs::create_dir_all(path).map_err(|source| StartupError::DataDir {
+    private_dir(path).map_err(|source| StartupError::DataDir {
         path: path.display().to_string(),
         source,
     })
+}
+
+#[cfg(unix)]
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+        close_to_others(path)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Takes group and other permissions away from `path` and everything below it
+/// (symbolic links are left alone: their targets are not ours).
+#[cfg(unix)]
+fn close_to_others(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            close_to_others(&entry?.path())?;
+        }
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// Files the all-in-one service (and the libraries it runs: SQLite, the embedded S3
+/// endpoint's s3s-fs) creates from now on are its user's only: umask 0077. Set once at
+/// its start; the modes partway chooses itself are explicit as well.
+pub fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates SQLite's database file 0600 before SQLite does, so its `-wal` and `-shm`
+/// files (which SQLite creates with the database file's mode) are private too.
+fn private_database_file(path: &Path) -> Result<(), StartupError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|source| StartupError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// Reads a value kept in the data dir, creating it on first start (0600).
@@ -122,6 +190,15 @@ pub fn kept_in_data_dir(
             Ok(value)
         }
     }
+}
+
+/// Replaces a value kept in the data dir (0600).
+pub fn replace_in_data_dir(dir: &Path, name: &str, value: &str) -> Result<(), StartupError> {
+    let path = dir.join(name);
+    write_private(&path, value).map_err(|source| StartupError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
@@ -300,6 +377,7 @@ pub fn build_app(
     let settings = Settings {
         upload_ttl: config.upload_ttl,
         url_ttl: config.url_ttl,
+        download_url_ttl: config.download_url_ttl,
         key_prefix: config.key_prefix.clone(),
         default_provider: default_provider(config, &targets)?,
         quota: config.quota(),

@@ -4,7 +4,13 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use partway_api::MetricsExposure;
-use partway_core::{auth, config::Config, crypto::generate_api_key, queue::EmbeddedQueue, App};
+use partway_core::{
+    auth,
+    config::{Config, DevKey},
+    crypto::generate_api_key,
+    queue::EmbeddedQueue,
+    App,
+};
 use partway_embedded_s3::{EmbeddedS3, EmbeddedS3Config};
 use poem::Server;
 use sea_orm::DatabaseConnection;
@@ -14,8 +20,9 @@ use tracing::{info, warn};
 use crate::{
     build_app, connect_database,
     distributed::{cache_from, connect_amqp, run_amqp_worker, run_outbox_relay, AmqpJobQueue},
-    endpoint_of, ensure_dir, kept_in_data_dir, master_key, migrate, server_targets,
-    shutdown_signal, EmbeddedS3Keys, StartupError, DEV_OWNER, EMBEDDED_BUCKET, SHUTDOWN_GRACE,
+    endpoint_of, ensure_dir, kept_in_data_dir, master_key, migrate, private_umask,
+    replace_in_data_dir, server_targets, shutdown_signal, EmbeddedS3Keys, StartupError, DEV_OWNER,
+    EMBEDDED_BUCKET, SHUTDOWN_GRACE,
 };
 
 /// What a process does besides holding the [`App`].
@@ -77,6 +84,9 @@ impl Node {
     /// the embedded S3 endpoint unless storage is configured, RabbitMQ and Redis when
     /// their URLs are set, a development API key; binds `config.bind` (port 0 picks one).
     pub async fn all_in_one(config: Config) -> Result<Node, StartupError> {
+        // DESIGN §7: the data dir 0700 and every file in it 0600, also those SQLite and
+        // the embedded endpoint create (their modes are not ours to pass).
+        private_umask();
         ensure_dir(&config.data_dir)?;
         let db = connect_database(&config).await?;
         migrate(&db).await?;
@@ -95,13 +105,7 @@ impl Node {
         )?;
         let master_key = master_key(&config, Some(&config.data_dir))?;
         let store = partway_core::store::Store::new(db.clone());
-        let dev_api_key = match &config.dev_api_key {
-            Some(key) => key.expose().to_string(),
-            None => kept_in_data_dir(&config.data_dir, "dev-api-key", generate_api_key)?,
-        };
-        auth::register_key(&store, DEV_OWNER, &dev_api_key)
-            .await
-            .map_err(|e| StartupError::Database(e.to_string()))?;
+        let dev_api_key = dev_key(&config, &store).await?;
         // A URL switches that part from in-process to real: RabbitMQ for the queue.
         let transport = match &config.amqp_url {
             Some(url) => Transport::Amqp(AmqpJobQueue::new(
@@ -118,7 +122,7 @@ impl Node {
             Roles::ALL_IN_ONE,
         )
         .await?;
-        node.dev_api_key = Some(dev_api_key);
+        node.dev_api_key = dev_api_key;
         node.embedded_s3 = embedded_s3.map(|(server, _)| server);
         if let Some(addr) = node.http_addr {
             info!(%addr, "partway is listening");
@@ -178,6 +182,11 @@ impl Node {
         };
         let cache = cache_from(config).await;
         let app = Arc::new(build_app(config, db, targets, master_key, cache, queue)?);
+        // DESIGN §7: credentials sealed before they were bound to their upload are
+        // re-sealed before anything here opens them.
+        app.reseal_legacy_credentials()
+            .await
+            .map_err(|e| StartupError::Database(format!("re-sealing credentials: {e}")))?;
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = Vec::new();
         if roles.sweeper {
@@ -281,7 +290,7 @@ impl Node {
         self.http_addr
     }
 
-    /// The all-in-one service's development key (owner `dev`).
+    /// The all-in-one service's development key (owner `dev`); None when switched off.
     pub fn dev_api_key(&self) -> Option<&str> {
         self.dev_api_key.as_deref()
     }
@@ -333,6 +342,52 @@ async fn serve<L, A, E>(
     {
         tracing::error!(error = %e, "HTTP server stopped");
     }
+}
+
+/// The development key (DESIGN §7): `PARTWAY_DEV_API_KEY`, or generated into the data
+/// dir, or none (`off`). Every other key of its owner is revoked, so a changed key ends
+/// the earlier one. A generated key an operator revoked is replaced by a new one; a
+/// configured key that was revoked is a startup error.
+async fn dev_key(
+    config: &Config,
+    store: &partway_core::store::Store,
+) -> Result<Option<String>, StartupError> {
+    let key = match config.dev_key() {
+        DevKey::Off => None,
+        DevKey::Given(key) => Some(key.to_string()),
+        DevKey::Generated => Some(kept_in_data_dir(
+            &config.data_dir,
+            "dev-api-key",
+            generate_api_key,
+        )?),
+    };
+    let revoked = match auth::set_dev_key(store, DEV_OWNER, key.as_deref()).await {
+        Err(auth::KeyAdminError::RevokedDevKey) if config.dev_key() == DevKey::Generated => {
+            let fresh = generate_api_key();
+            replace_in_data_dir(&config.data_dir, "dev-api-key", &fresh)?;
+            info!("the development key in the data dir was revoked: generated a new one");
+            let revoked = auth::set_dev_key(store, DEV_OWNER, Some(&fresh))
+                .await
+                .map_err(|e| StartupError::Database(e.to_string()))?;
+            return log_revoked(revoked, Some(fresh));
+        }
+        Err(auth::KeyAdminError::RevokedDevKey) => {
+            return Err(StartupError::Config(
+                "PARTWAY_DEV_API_KEY names a key that was revoked: choose another (or `off`)"
+                    .into(),
+            ))
+        }
+        Err(e) => return Err(StartupError::Database(e.to_string())),
+        Ok(revoked) => revoked,
+    };
+    log_revoked(revoked, key)
+}
+
+fn log_revoked(revoked: u64, key: Option<String>) -> Result<Option<String>, StartupError> {
+    if revoked > 0 {
+        info!(revoked, "earlier development keys revoked");
+    }
+    Ok(key)
 }
 
 /// The embedded S3 endpoint on the data dir, with access keys kept there.

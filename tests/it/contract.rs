@@ -288,19 +288,19 @@ async fn every_bad_input_gets_its_code_and_nothing_is_written() {
             json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": "x"}]}),
         )
         .await;
-    assert_error(status, &body, 400, "INCOMPLETE_PARTS");
+    assert_error(status, &body, 409, "INCOMPLETE_PARTS");
     let (status, body) = app
         .post("/api/v1/upload/multipart/complete", json!({"resumeToken": token, "parts": [{"partNumber": 9, "etag": "x"}, {"partNumber": 1, "etag": "y"}]}))
         .await;
-    assert_error(status, &body, 400, "INVALID_PARTS");
+    assert_error(status, &body, 409, "PARTS_MISMATCH");
     let (status, body) = app
         .report(token, &json!({"partNumber": 1, "size": 3}), "abc")
         .await;
-    assert_error(status, &body, 400, "INVALID_PARTS");
+    assert_error(status, &body, 409, "PARTS_MISMATCH");
     let (status, body) = app
         .report(token, &json!({"partNumber": 3, "size": MIB}), "abc")
         .await;
-    assert_error(status, &body, 400, "INVALID_PARAMETER");
+    assert_error(status, &body, 409, "PARTS_MISMATCH");
     let (status, body) = app
         .get(&format!(
             "/api/v1/upload/multipart/{token}/parts?state=weird"
@@ -536,4 +536,146 @@ async fn client_endpoints_the_guard_refuses_are_invalid_endpoint() {
     }
     strict.app.shutdown().await;
     guarded.app.shutdown().await;
+}
+
+/// RFC 9110: a 405 says which methods the resource has (`Allow`), in the envelope.
+#[tokio::test]
+async fn method_not_allowed_carries_allow() {
+    let app = TestApp::spawn().await;
+    let token = "mpu_0b6f7a7e-3c1d-4e2f-9a8b-1c2d3e4f5a6b";
+    let cases = [
+        (
+            reqwest::Method::GET,
+            "/api/v1/upload/multipart/init".to_string(),
+            "POST",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/v1/upload/multipart/{token}"),
+            "GET, HEAD",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/upload/multipart/{token}/parts/1"),
+            "PUT",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/uploads".to_string(),
+            "GET, HEAD",
+        ),
+        (reqwest::Method::TRACE, "/healthz".to_string(), "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app
+            .http
+            .request(method.clone(), app.url(&path))
+            .header("x-api-key", &app.key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            body["error"],
+            json!("METHOD_NOT_ALLOWED"),
+            "{method} {path}"
+        );
+    }
+    // An unknown route stays 404, without Allow.
+    let response = app
+        .http
+        .delete(app.url("/api/v1/nope"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(response.headers().get("allow").is_none());
+}
+
+/// What the spec declares is what the server refuses, with the contract's codes: a
+/// malformed token is an unknown upload (no probing), bounds are INVALID_PARAMETER.
+#[tokio::test]
+async fn parameters_outside_the_spec_are_refused_with_the_contract_codes() {
+    let app = TestApp::spawn().await;
+    let init = app.init("p.bin", 6 * MIB).await;
+    let token = init["resumeToken"].as_str().unwrap().to_string();
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            format!("/api/v1/upload/multipart/{token}/parts?limit=0"),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            format!("/api/v1/upload/multipart/{token}/parts?limit=1001"),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            format!("/api/v1/upload/multipart/{token}/parts?state=done"),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            format!("/api/v1/upload/multipart/{token}/parts?state="),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "/api/v1/upload/multipart/mpu_not-a-token".into(),
+            404,
+            "UPLOAD_NOT_FOUND",
+        ),
+        (
+            "/api/v1/uploads?cursor=abc".into(),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        ("/api/v1/uploads?status=".into(), 400, "INVALID_PARAMETER"),
+        (
+            "/api/v1/uploads?metadata=nocolon".into(),
+            400,
+            "INVALID_PARAMETER",
+        ),
+    ];
+    for (path, want_status, want_code) in cases {
+        let (status, body) = app.get(&path).await;
+        assert_error(status, &body, want_status, want_code);
+    }
+    // Within the bounds: accepted, and the last page has no nextCursor.
+    let (status, body) = app.get("/api/v1/uploads?limit=1000&status=active").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("nextCursor").is_none(), "{body}");
+    let (status, _) = app
+        .get(&format!(
+            "/api/v1/upload/multipart/{token}/parts?state=all&limit=1"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A non-ASCII Idempotency-Key is refused, not ignored.
+    let response = app
+        .http
+        .post(app.url("/api/v1/upload/multipart/init"))
+        .header("x-api-key", &app.key)
+        .header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(b"k\xe9y").unwrap(),
+        )
+        .json(&json!({"filename": "f.bin", "fileSize": 1, "contentType": "text/plain"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }

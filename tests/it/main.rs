@@ -16,5 +16,6 @@ mod distributed;
 mod operations;
 mod outages;
 mod quotas;
+mod security;
 mod slow_clients;
 mod upload_flow;

@@ -148,7 +148,7 @@ async fn complete_with_missing_part_in_storage_is_incomplete_parts() {
             json!({"resumeToken": token}),
         )
         .await;
-    assert_error(status, &body, 400, "INCOMPLETE_PARTS");
+    assert_error(status, &body, 409, "INCOMPLETE_PARTS");
     let (_, doc) = app.get(&format!("/api/v1/upload/multipart/{token}")).await;
     assert_eq!(doc["status"], json!("active"));
     assert_eq!(doc["lastError"]["code"], json!("INCOMPLETE_PARTS"));

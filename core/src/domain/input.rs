@@ -8,6 +8,15 @@ fn invalid(message: impl Into<String>) -> ValidationError {
     ValidationError::new(ErrorCode::InvalidParameter, message)
 }
 
+/// Printable ASCII (space to `~`) with at least one character that is not a space:
+/// what may go into an HTTP header value.
+pub const PRINTABLE_NOT_BLANK: &str = "^[ -~]*[!-~][ -~]*$";
+
+/// [`PRINTABLE_NOT_BLANK`] as code.
+pub fn printable_not_blank(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b)) && s.bytes().any(|b| b != b' ')
+}
+
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -35,17 +44,31 @@ impl Wait {
     }
 }
 
-/// An `Idempotency-Key` header: 1 to 255 printable characters.
+/// An `Idempotency-Key` header: 1 to 255 printable ASCII characters, not starting
+/// with a space; spaces and tabs after it are not part of the key (HTTP drops them,
+/// and so does `parse`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+    /// The header as sent, a JSON Schema pattern (openapi.yaml; a test checks both
+    /// agree). Leading white space is left out: HTTP clients refuse to send it.
+    pub const HEADER_PATTERN: &'static str = r"^[!-~]([ -~]*[!-~])?[\t ]*$";
+
     pub fn parse(header: Option<String>) -> Result<Option<IdempotencyKey>, ValidationError> {
-        match header {
-            Some(k) if k.is_empty() || k.len() > 255 || k.chars().any(|c| c.is_control()) => Err(
-                invalid("Idempotency-Key must be 1 to 255 printable characters"),
-            ),
-            other => Ok(other.map(IdempotencyKey)),
+        match header.as_deref().map(|k| k.trim_end_matches([' ', '\t'])) {
+            None => Ok(None),
+            Some(key)
+                if key.len() <= IdempotencyKey::MAX_LEN
+                    && printable_not_blank(key)
+                    && !key.starts_with(' ') =>
+            {
+                Ok(Some(IdempotencyKey(key.to_string())))
+            }
+            Some(_) => Err(invalid(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters, not starting with a space",
+            )),
         }
     }
 
@@ -82,6 +105,9 @@ pub enum PartState {
 }
 
 impl PartState {
+    /// Every value `parse` accepts (the spec's enum; a test checks they agree).
+    pub const NAMES: [&'static str; 3] = ["pending", "uploaded", "all"];
+
     /// Default `pending`: what a client still has to send.
     pub fn parse(state: Option<&str>) -> Result<PartState, ValidationError> {
         match state.unwrap_or("pending") {
@@ -255,7 +281,7 @@ pub fn complete_parts(
     for (number, etag) in &parts {
         if *number < 1 || *number > total {
             return Err(ValidationError::new(
-                ErrorCode::InvalidParts,
+                ErrorCode::PartsMismatch,
                 format!("partNumber {number} is outside 1..={total}"),
             ));
         }
@@ -267,7 +293,7 @@ pub fn complete_parts(
         }
         if !seen.insert(*number) {
             return Err(ValidationError::new(
-                ErrorCode::InvalidParts,
+                ErrorCode::PartsMismatch,
                 format!("part {number} is listed twice"),
             ));
         }
@@ -319,7 +345,22 @@ mod tests {
         assert_eq!(IdempotencyKey::parse(None), Ok(None));
         let key = IdempotencyKey::parse(Some("k-1".into())).unwrap().unwrap();
         assert_eq!(key.as_str(), "k-1");
-        for bad in ["", "a\nb", &"x".repeat(256)] {
+        let longest = "x".repeat(255);
+        assert!(IdempotencyKey::parse(Some(longest)).unwrap().is_some());
+        let spaced = IdempotencyKey::parse(Some("a b \t".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(spaced.as_str(), "a b");
+        for bad in [
+            "",
+            "a\nb",
+            &"x".repeat(256),
+            " ",
+            "   ",
+            " a",
+            "\u{e9}",
+            "a\tb",
+        ] {
             assert_eq!(
                 code(IdempotencyKey::parse(Some(bad.to_string()))),
                 ErrorCode::InvalidParameter
@@ -425,15 +466,15 @@ mod tests {
         );
         assert_eq!(
             code(complete_parts(Some(vec![etag(4)]), 3)),
-            ErrorCode::InvalidParts
+            ErrorCode::PartsMismatch
         );
         assert_eq!(
             code(complete_parts(Some(vec![etag(0)]), 3)),
-            ErrorCode::InvalidParts
+            ErrorCode::PartsMismatch
         );
         assert_eq!(
             code(complete_parts(Some(vec![etag(1), etag(1), etag(2)]), 3)),
-            ErrorCode::InvalidParts
+            ErrorCode::PartsMismatch
         );
         assert_eq!(
             code(complete_parts(Some(vec![(1, " \"\" ".into())]), 1)),

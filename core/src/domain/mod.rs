@@ -6,14 +6,18 @@
 //! Kept free of I/O so the API, the worker and the tests share one definition of
 //! every rule and can exercise it without a database, queue or storage.
 
+pub mod download;
 pub mod input;
+pub mod last_error;
 pub mod plan;
 pub mod progress;
 pub mod quota;
 pub mod url_pages;
 pub mod validate;
 
+pub use download::attachment_disposition;
 pub use input::*;
+pub use last_error::{last_error_message, shown_last_error};
 pub use partway_protocol::{
     ErrorCode, Provider, ResumeToken, UploadStatus, ValidationError, R2_MAX_OBJECT_SIZE,
     S3_MAX_OBJECT_SIZE,

@@ -125,8 +125,8 @@ impl App {
                 JobRun::RetryAfter(delay)
             }
             Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
-                warn!(%reason, "job given up");
-                self.record_job_failure(&job, &reason).await?;
+                warn!(%reason, attempts = job.attempts, "job given up");
+                self.record_job_failure(&job).await?;
                 store
                     .finish_job(job.id, JobState::Failed, Some(reason.clone()))
                     .await?;
@@ -137,10 +137,10 @@ impl App {
         Ok(run)
     }
 
-    /// The upload shows why its job was given up; an init or complete that cannot
+    /// The upload shows that its job was given up (a code and its fixed text; the
+    /// reason was logged with the job and upload ids); an init or complete that cannot
     /// finish leaves the upload `failed`.
-    async fn record_job_failure(&self, job: &job::Model, reason: &str) -> Result<(), AppError> {
-        let message = format!("{reason} (gave up after {} attempts)", job.attempts);
+    async fn record_job_failure(&self, job: &job::Model) -> Result<(), AppError> {
         let code = ErrorCode::ServiceUnavailable;
         let failing_from = match job.kind {
             JobKind::Init => Some(UploadStatus::Initiating),
@@ -148,16 +148,8 @@ impl App {
             JobKind::Resume | JobKind::Abort | JobKind::Expire => None,
         };
         match failing_from {
-            Some(from) => {
-                self.store()
-                    .fail_upload(job.upload_id, from, code, &message)
-                    .await?
-            }
-            None => {
-                self.store()
-                    .set_last_error(job.upload_id, code, &message)
-                    .await?
-            }
+            Some(from) => self.store().fail_upload(job.upload_id, from, code).await?,
+            None => self.store().set_last_error(job.upload_id, code).await?,
         }
         Ok(())
     }

@@ -109,4 +109,28 @@ impl Store {
             .await?;
         Ok(result.rows_affected > 0)
     }
+
+    /// Revokes every unrevoked key of the owner named `owner_name` except the one whose
+    /// hash is `keep_hash`; how many it revoked.
+    pub async fn revoke_owner_keys_except(
+        &self,
+        owner_name: &str,
+        keep_hash: Option<&str>,
+    ) -> Result<u64, DbErr> {
+        let Some(owner) = owner::Entity::find()
+            .filter(owner::Column::Name.eq(owner_name))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(0);
+        };
+        let mut update = api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Expr::value(Some(Utc::now())))
+            .filter(api_key::Column::OwnerId.eq(owner.id))
+            .filter(api_key::Column::RevokedAt.is_null());
+        if let Some(keep) = keep_hash {
+            update = update.filter(api_key::Column::KeyHash.ne(keep));
+        }
+        Ok(update.exec(&self.db).await?.rows_affected)
+    }
 }

@@ -11,17 +11,18 @@ use uuid::Uuid;
 
 use super::{idempotency, owners, parts, Store};
 use crate::{
-    domain::{ErrorCode, Quota, UploadStatus, ValidationError},
+    domain::{last_error_message, ErrorCode, Quota, UploadStatus, ValidationError},
     ports::StoredPart,
 };
 
-/// What a transition does to `last_error`.
+/// What a transition does to `last_error`. Only a code is given: the message stored
+/// with it is the code's fixed text (`domain::last_error_message`), never a reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ErrorPatch {
     #[default]
     Keep,
     Clear,
-    Set(ErrorCode, String),
+    Set(ErrorCode),
 }
 
 /// Columns a transition writes besides `status` and `updated_at`.
@@ -40,9 +41,9 @@ impl UploadPatch {
         }
     }
 
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> UploadPatch {
+    pub fn error(code: ErrorCode) -> UploadPatch {
         UploadPatch {
-            last_error: ErrorPatch::Set(code, message.into()),
+            last_error: ErrorPatch::Set(code),
             ..UploadPatch::default()
         }
     }
@@ -73,9 +74,10 @@ fn error_columns(patch: &ErrorPatch) -> Option<(Option<String>, Option<String>)>
     match patch {
         ErrorPatch::Keep => None,
         ErrorPatch::Clear => Some((None, None)),
-        ErrorPatch::Set(code, message) => {
-            Some((Some(code.as_str().to_string()), Some(message.clone())))
-        }
+        ErrorPatch::Set(code) => Some((
+            Some(code.as_str().to_string()),
+            Some(last_error_message(*code).to_string()),
+        )),
     }
 }
 
@@ -126,7 +128,6 @@ async fn set_last_error_on(
     db: &impl ConnectionTrait,
     id: Uuid,
     code: ErrorCode,
-    message: &str,
 ) -> Result<(), DbErr> {
     upload::Entity::update_many()
         .col_expr(
@@ -135,7 +136,7 @@ async fn set_last_error_on(
         )
         .col_expr(
             upload::Column::LastErrorMessage,
-            Expr::value(Some(message.to_string())),
+            Expr::value(Some(last_error_message(code).to_string())),
         )
         .col_expr(upload::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(upload::Column::Id.eq(id))
@@ -262,13 +263,13 @@ impl Store {
         Ok(moved)
     }
 
-    /// Moves the upload from `from` to `failed` (if it is still there) and records why.
+    /// Moves the upload from `from` to `failed` (if it is still there) and records why
+    /// (the code; its text is the fixed one).
     pub async fn fail_upload(
         &self,
         id: Uuid,
         from: UploadStatus,
         code: ErrorCode,
-        message: &str,
     ) -> Result<(), DbErr> {
         transition_on(
             &self.db,
@@ -278,17 +279,62 @@ impl Store {
             &UploadPatch::default(),
         )
         .await?;
-        set_last_error_on(&self.db, id, code, message).await
+        set_last_error_on(&self.db, id, code).await
     }
 
-    /// Records an error on the upload without changing its status.
-    pub async fn set_last_error(
+    /// Uploads whose sealed credentials are not in the current format (`v1`, from
+    /// before they were bound to their upload).
+    pub async fn uploads_with_legacy_credentials(&self) -> Result<Vec<upload::Model>, DbErr> {
+        let prefix = crate::crypto::SEALED_PREFIX;
+        // The first bytes of the blob against the prefix, in each database's own words.
+        let legacy = match self.db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => Expr::cust_with_values(
+                "substr(credentials_sealed, 1, 3) <> $1",
+                [sea_orm::Value::Bytes(Some(prefix.to_vec()))],
+            ),
+            _ => Expr::cust_with_values(
+                "substr(credentials_sealed, 1, 3) <> ?",
+                [sea_orm::Value::Bytes(Some(prefix.to_vec()))],
+            ),
+        };
+        upload::Entity::find()
+            .filter(upload::Column::CredentialsSealed.is_not_null())
+            .filter(legacy)
+            .all(&self.db)
+            .await
+    }
+
+    /// Uploads holding sealed credentials (a master key rotation re-seals them all).
+    pub async fn uploads_with_credentials(&self) -> Result<Vec<upload::Model>, DbErr> {
+        upload::Entity::find()
+            .filter(upload::Column::CredentialsSealed.is_not_null())
+            .all(&self.db)
+            .await
+    }
+
+    /// Replaces an upload's sealed credentials if they are still `old`; true when it did.
+    pub async fn replace_sealed_credentials(
         &self,
         id: Uuid,
-        code: ErrorCode,
-        message: &str,
-    ) -> Result<(), DbErr> {
-        set_last_error_on(&self.db, id, code, message).await
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, DbErr> {
+        let result = upload::Entity::update_many()
+            .col_expr(
+                upload::Column::CredentialsSealed,
+                Expr::value(Some(new.to_vec())),
+            )
+            .filter(upload::Column::Id.eq(id))
+            .filter(upload::Column::CredentialsSealed.eq(old.to_vec()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Records an error (its code; the text is the fixed one) on the upload without
+    /// changing its status.
+    pub async fn set_last_error(&self, id: Uuid, code: ErrorCode) -> Result<(), DbErr> {
+        set_last_error_on(&self.db, id, code).await
     }
 
     /// Stores storage's multipart UploadId, unless one is already stored or the upload

@@ -10,9 +10,10 @@ use tracing::{info, instrument};
 use super::{Accepted, App, AppError};
 use crate::{
     auth::Caller,
+    crypto::CredentialBinding,
     domain::{
-        object_key, validate_filename, validate_metadata, ByoCredentials, ErrorCode,
-        IdempotencyKey, PartPlan, Provider, ResumeToken, StorageChoice, UploadStatus,
+        object_key, printable_not_blank, validate_filename, validate_metadata, ByoCredentials,
+        ErrorCode, IdempotencyKey, PartPlan, Provider, ResumeToken, StorageChoice, UploadStatus,
         ValidationError,
     },
     jobs::JobKind,
@@ -47,15 +48,17 @@ impl App {
                 "filename, fileSize and contentType are required",
             ));
         }
-        let provider = match input.provider.as_deref().map(str::trim) {
+        // Exactly `S3`/`R2` in either case, or empty (the spec's pattern says the same).
+        let provider = match input.provider.as_deref() {
             Some(p) if !p.is_empty() => p.parse::<Provider>()?,
             _ => self.settings.default_provider,
         };
         validate_filename(&input.filename)?;
-        if input.content_type.len() > 255 || input.content_type.chars().any(|c| c.is_control()) {
+        // It becomes the object's Content-Type header at storage.
+        if input.content_type.len() > 255 || !printable_not_blank(&input.content_type) {
             return Err(AppError::client(
                 ErrorCode::InvalidParameter,
-                "contentType must be a media type of at most 255 characters",
+                "contentType must be a media type of at most 255 printable ASCII characters",
             ));
         }
         validate_metadata(&input.metadata)?;
@@ -75,13 +78,28 @@ impl App {
             + chrono::Duration::from_std(self.settings.upload_ttl)
                 .unwrap_or(chrono::Duration::days(7));
         let target = resolved.target;
+        let endpoint = if byo { target.endpoint.clone() } else { None };
+        // Sealed for this row only (DESIGN §7): bound to the columns below.
+        let sealed = resolved.plain_credentials.map(|plain| {
+            self.master_key.seal(
+                &plain,
+                &CredentialBinding {
+                    owner_id: caller.owner_id,
+                    upload_id: token.uuid(),
+                    provider: provider.as_str(),
+                    bucket: &target.bucket,
+                    region: Some(&target.region),
+                    endpoint: endpoint.as_deref(),
+                },
+            )
+        });
         let row = upload::ActiveModel {
             id: Set(token.uuid()),
             owner_id: Set(caller.owner_id),
             provider: Set(provider),
             bucket: Set(target.bucket.clone()),
             region: Set(Some(target.region.clone())),
-            endpoint: Set(if byo { target.endpoint.clone() } else { None }),
+            endpoint: Set(endpoint),
             file_key: Set(object_key(
                 &self.settings.key_prefix,
                 &caller.owner_name,
@@ -99,7 +117,7 @@ impl App {
             uploaded_parts: Set(0),
             uploaded_bytes: Set(0),
             metadata: Set(serde_json::to_value(&input.metadata).unwrap_or_default()),
-            credentials_sealed: Set(resolved.sealed_credentials),
+            credentials_sealed: Set(sealed),
             last_error_code: Set(None),
             last_error_message: Set(None),
             etag: Set(None),

@@ -1,5 +1,4 @@
 //! An owner's uploads, newest first, a page at a time behind an opaque cursor.
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use partway_entity::upload;
 use std::collections::BTreeMap;
@@ -12,20 +11,36 @@ use crate::{
     store::UploadFilter,
 };
 
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}|{id}", created_at.to_rfc3339()))
+/// `{seconds}.{nanoseconds}_{id}` of the last row: every string of
+/// [`CURSOR_PATTERN`] decodes (the spec declares the pattern), and one this server
+/// issued names exactly where the page ended.
+pub(crate) fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    format!(
+        "{}.{:09}_{}",
+        created_at.timestamp(),
+        created_at.timestamp_subsec_nanos(),
+        id.simple()
+    )
 }
 
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (at, id) = text.split_once('|')?;
+/// What `cursor=` must look like (openapi.yaml says the same; a test checks).
+pub const CURSOR_PATTERN: &str = r"^[0-9]{1,12}\.[0-9]{9}_[0-9a-f]{32}$";
+
+pub(crate) fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (at, id) = cursor.split_once('_')?;
+    let (secs, nanos) = at.split_once('.')?;
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(secs, 12) || nanos.len() != 9 || !digits(nanos, 9) {
+        return None;
+    }
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
     Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
+        DateTime::from_timestamp(secs.parse().ok()?, nanos.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
     ))
 }
 
@@ -87,5 +102,33 @@ impl App {
             None
         };
         Ok((rows, next))
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_every_well_formed_one_decodes() {
+        let at = DateTime::from_timestamp(1_764_400_000, 123_456_789).unwrap();
+        let id = Uuid::new_v4();
+        let cursor = encode_cursor(at, id);
+        assert_eq!(decode_cursor(&cursor), Some((at, id)));
+        // The extremes of CURSOR_PATTERN still name a point in time.
+        for c in [
+            format!("0.000000000_{}", "0".repeat(32)),
+            format!("{}.{}_{}", "9".repeat(12), "9".repeat(9), "f".repeat(32)),
+        ] {
+            assert!(decode_cursor(&c).is_some(), "{c}");
+        }
+        for bad in [
+            "",
+            "1_2",
+            "1.5_abc",
+            &format!("1.000000000_{}", "g".repeat(32)),
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
     }
 }

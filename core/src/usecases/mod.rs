@@ -55,12 +55,15 @@ pub use events::{StreamEnd, StreamLease, StreamLimits};
 pub use init::InitInput;
 pub use parts::PartView;
 pub use settle::Settled;
+pub use storage_of::{credential_binding, rotate_master_key, Rotation};
 
 /// Service-wide settings the use cases need.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub upload_ttl: Duration,
     pub url_ttl: Duration,
+    /// How long a completed upload's download URL lives (`PARTWAY_DOWNLOAD_URL_TTL`).
+    pub download_url_ttl: Duration,
     pub key_prefix: String,
     pub default_provider: Provider,
     /// Every owner's quota unless `partway owners set-quota` overrides it.

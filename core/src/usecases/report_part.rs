@@ -24,7 +24,7 @@ impl App {
         let plan = super::parts::plan_of(&current)?;
         let Some(range) = plan.part(part_number) else {
             return Err(AppError::client(
-                ErrorCode::InvalidParameter,
+                ErrorCode::PartsMismatch,
                 format!("partNumber must be within 1..={}", plan.total_parts()),
             ));
         };
@@ -37,7 +37,7 @@ impl App {
         }
         if size != range.size {
             return Err(AppError::client(
-                ErrorCode::InvalidParts,
+                ErrorCode::PartsMismatch,
                 format!(
                     "part {part_number} must be {} bytes (bytes {}..={}), not {size}",
                     range.size, range.start, range.end

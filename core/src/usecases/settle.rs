@@ -6,7 +6,7 @@ use partway_entity::upload;
 use uuid::Uuid;
 
 use super::{Accepted, App, AppError};
-use crate::domain::{ErrorCode, Wait};
+use crate::domain::{shown_last_error, Wait};
 
 /// The upload after an accepted request, and whether the caller waited for its job to
 /// the end (so the answer can be the job's result, not "accepted").
@@ -18,13 +18,12 @@ pub struct Settled {
 }
 
 impl Settled {
-    /// The error a finished job left on its upload (`lastError`), as a client error.
+    /// The error a finished job left on its upload (`lastError`), as a client error
+    /// with the code's fixed text (never the stored message, which rows written by
+    /// earlier versions may hold raw).
     pub fn job_error(&self) -> Option<AppError> {
-        let code = ErrorCode::from_code(self.upload.last_error_code.as_deref()?)?;
-        Some(AppError::client(
-            code,
-            self.upload.last_error_message.clone().unwrap_or_default(),
-        ))
+        let (code, message) = shown_last_error(self.upload.last_error_code.as_deref()?);
+        Some(AppError::client(code, message))
     }
 }
 

@@ -42,7 +42,11 @@ impl App {
         }
         let storage = self.storage_for(upload)?;
         let download = storage
-            .presign_get(&upload.file_key, self.settings.url_ttl)
+            .presign_get(
+                &upload.file_key,
+                self.settings.download_url_ttl,
+                &crate::domain::attachment_disposition(&upload.filename),
+            )
             .await?;
         Ok(Some((storage.object_url(&upload.file_key), download.url)))
     }

@@ -5,15 +5,30 @@ use partway_entity::upload;
 
 use super::{App, AppError};
 use crate::{
+    crypto::CredentialBinding,
     domain::{ErrorCode, Provider, StorageChoice},
     ports::SharedStorage,
     storage::{r2_endpoint, StorageCredentials, StorageTarget},
 };
 
-/// Where a new upload goes, and its credentials sealed when the client brought them.
+/// Where a new upload goes, and the credentials the client brought (serialized), to be
+/// sealed for the upload's row once its id is known ([`credential_binding`]).
 pub(super) struct ResolvedTarget {
     pub target: StorageTarget,
-    pub sealed_credentials: Option<Vec<u8>>,
+    pub plain_credentials: Option<Vec<u8>>,
+}
+
+/// What an upload's sealed credentials are bound to (DESIGN §7): the columns of its row
+/// that say whose they are and where they may be used.
+pub fn credential_binding(upload: &upload::Model) -> CredentialBinding<'_> {
+    CredentialBinding {
+        owner_id: upload.owner_id,
+        upload_id: upload.id,
+        provider: upload.provider.as_str(),
+        bucket: &upload.bucket,
+        region: upload.region.as_deref(),
+        endpoint: upload.endpoint.as_deref(),
+    }
 }
 
 impl App {
@@ -40,7 +55,7 @@ impl App {
             let plain = serde_json::to_vec(&target.credentials)
                 .map_err(|e| AppError::Internal(e.to_string()))?;
             Ok(ResolvedTarget {
-                sealed_credentials: Some(self.master_key.seal(&plain)),
+                plain_credentials: Some(plain),
                 target,
             })
         };
@@ -70,7 +85,7 @@ impl App {
                     })?;
                 Ok(ResolvedTarget {
                     target,
-                    sealed_credentials: None,
+                    plain_credentials: None,
                 })
             }
             StorageChoice::ByoS3 {
@@ -110,12 +125,15 @@ impl App {
         let provider = upload.provider;
         let target = match &upload.credentials_sealed {
             Some(sealed) => {
-                let plain = self.master_key.open(sealed).map_err(|_| {
-                    AppError::Internal(format!(
-                        "credentials of upload {} cannot be opened",
-                        upload.id
-                    ))
-                })?;
+                let plain = self
+                    .master_key
+                    .open(sealed, &credential_binding(upload))
+                    .map_err(|_| {
+                        AppError::Internal(format!(
+                            "credentials of upload {} cannot be opened",
+                            upload.id
+                        ))
+                    })?;
                 let credentials: StorageCredentials =
                     serde_json::from_slice(&plain).map_err(|_| {
                         AppError::Internal(format!(
@@ -151,6 +169,101 @@ impl App {
             None => self.storage.storage(&target),
         })
     }
+}
+
+impl App {
+    /// Re-seals credentials stored before they were bound to their upload (`v1`) into
+    /// the current format, bound to the row that holds them; run by every process at
+    /// start, before it serves or runs jobs, so nothing opens a `v1` value otherwise.
+    /// Concurrent processes are safe: each row is replaced only if it still holds the
+    /// value read. Returns how many rows it re-sealed; a value that does not open is
+    /// left as it is (logged) and that upload's storage steps fail.
+    pub async fn reseal_legacy_credentials(&self) -> Result<u64, AppError> {
+        let mut resealed = 0;
+        for row in self.store.uploads_with_legacy_credentials().await? {
+            let Some(old) = row.credentials_sealed.as_deref() else {
+                continue;
+            };
+            match self.master_key.open_legacy(old) {
+                Ok(plain) => {
+                    let new = self.master_key.seal(&plain, &credential_binding(&row));
+                    if self
+                        .store
+                        .replace_sealed_credentials(row.id, old, &new)
+                        .await?
+                    {
+                        resealed += 1;
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    upload = %super::token_of(&row),
+                    "stored credentials cannot be opened with this master key; left as they are"
+                ),
+            }
+        }
+        if resealed > 0 {
+            tracing::info!(resealed, "credentials re-sealed, bound to their uploads");
+        }
+        Ok(resealed)
+    }
+}
+
+/// What a master key rotation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Re-sealed under the new key.
+    pub resealed: u64,
+    /// Already under the new key (an earlier, interrupted run).
+    pub already: u64,
+    /// Opened with neither key: left as they are.
+    pub unreadable: u64,
+}
+
+/// `partway keys rotate-master`: re-seals every upload's credentials from `old` to `new`
+/// (bound to their row as always; `v1` values too). Run with the services stopped, so
+/// nothing seals with the old key meanwhile. Safe to run again after an interruption:
+/// rows already under `new` are counted, not touched; each row is replaced only if it
+/// still holds the value read.
+pub async fn rotate_master_key(
+    store: &crate::store::Store,
+    old: &crate::crypto::MasterKey,
+    new: &crate::crypto::MasterKey,
+) -> Result<Rotation, AppError> {
+    let mut rotation = Rotation::default();
+    for row in store.uploads_with_credentials().await? {
+        let Some(sealed) = row.credentials_sealed.as_deref() else {
+            continue;
+        };
+        let binding = credential_binding(&row);
+        if new.open(sealed, &binding).is_ok() {
+            rotation.already += 1;
+            continue;
+        }
+        let plain = match old.open(sealed, &binding) {
+            Ok(plain) => plain,
+            Err(_) if !crate::crypto::MasterKey::is_current(sealed) => {
+                match old.open_legacy(sealed) {
+                    Ok(plain) => plain,
+                    Err(_) => {
+                        rotation.unreadable += 1;
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                rotation.unreadable += 1;
+                continue;
+            }
+        };
+        let resealed = new.seal(&plain, &binding);
+        if store
+            .replace_sealed_credentials(row.id, sealed, &resealed)
+            .await?
+        {
+            rotation.resealed += 1;
+        }
+    }
+    Ok(rotation)
 }
 
 #[cfg(test)]
@@ -347,6 +460,160 @@ mod tests {
         assert!(
             lookups.iter().all(|name| name == "rebind.test"),
             "{lookups:?}"
+        );
+    }
+
+    /// DESIGN §7: sealed credentials open only in the row they were sealed for; moved
+    /// to another upload's row, or with the row's bucket changed, they do not.
+    #[tokio::test]
+    async fn sealed_credentials_moved_to_another_row_do_not_open() {
+        use partway_entity::upload;
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let t = TestApp::with(
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
+            None,
+        )
+        .await;
+        let victim = t
+            .app
+            .init(&t.caller, byo_s3(Some("http://127.0.0.1:9000")), None)
+            .await
+            .unwrap()
+            .upload;
+        let mine = t
+            .app
+            .init(&t.caller, byo_s3(Some("http://127.0.0.1:9000")), None)
+            .await
+            .unwrap()
+            .upload;
+        let sealed = victim.credentials_sealed.clone().unwrap();
+        assert!(sealed.starts_with(b"v2:"));
+        assert!(t.app.storage_for(&victim).is_ok());
+        assert!(t.app.storage_for(&mine).is_ok());
+
+        // A database writer moves the victim's credentials into another row.
+        let mut moved: upload::ActiveModel = mine.clone().into();
+        moved.credentials_sealed = Set(Some(sealed.clone()));
+        let moved = moved.update(t.app.store().connection()).await.unwrap();
+        let err = t.app.storage_for(&moved).err().expect("must not open");
+        assert!(matches!(err, AppError::Internal(_)), "{err:?}");
+        assert!(!err.to_string().contains(SECRET), "{err}");
+        // Or points the victim's own row at another bucket.
+        let mut rebucketed = victim.clone();
+        rebucketed.bucket = "attackers".into();
+        assert!(t.app.storage_for(&rebucketed).is_err());
+        let mut redirected = victim.clone();
+        redirected.endpoint = Some("http://127.0.0.1:9001".into());
+        assert!(t.app.storage_for(&redirected).is_err());
+    }
+
+    /// Rows sealed before bindings existed (`v1`) are re-sealed, bound to their row;
+    /// until then they do not open, and a second run finds nothing to do.
+    #[tokio::test]
+    async fn legacy_sealed_credentials_are_resealed_bound_to_their_row() {
+        use partway_entity::upload;
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let t = TestApp::with(
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
+            None,
+        )
+        .await;
+        let row = t
+            .app
+            .init(&t.caller, byo_s3(Some("http://127.0.0.1:9000")), None)
+            .await
+            .unwrap()
+            .upload;
+        let plain = serde_json::to_vec(&crate::storage::StorageCredentials {
+            access_key_id: "AKIABYO".into(),
+            secret_access_key: SECRET.into(),
+        })
+        .unwrap();
+        let mut legacy: upload::ActiveModel = row.clone().into();
+        legacy.credentials_sealed = Set(Some(t.app.master_key.seal_legacy(&plain)));
+        let legacy = legacy.update(t.app.store().connection()).await.unwrap();
+        assert!(
+            t.app.storage_for(&legacy).is_err(),
+            "v1 is never opened on read"
+        );
+
+        assert_eq!(t.app.reseal_legacy_credentials().await.unwrap(), 1);
+        let resealed = t.app.reload(row.id).await.unwrap();
+        assert!(resealed
+            .credentials_sealed
+            .as_deref()
+            .unwrap()
+            .starts_with(b"v2:"));
+        assert!(t.app.storage_for(&resealed).is_ok());
+        assert_eq!(t.app.reseal_legacy_credentials().await.unwrap(), 0);
+    }
+
+    /// `partway keys rotate-master`: every row moves to the new key (`v1` rows too), a
+    /// second run finds them there, and the old key opens none of them.
+    #[tokio::test]
+    async fn rotating_the_master_key_reseals_every_row_once() {
+        use partway_entity::upload;
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let t = TestApp::with(
+            policy(
+                "127.0.0.1:9000",
+                OutboundMode::Allowlist,
+                StaticResolver::new(),
+            ),
+            None,
+        )
+        .await;
+        let byo = || byo_s3(Some("http://127.0.0.1:9000"));
+        let current = t.app.init(&t.caller, byo(), None).await.unwrap().upload;
+        let legacy = t.app.init(&t.caller, byo(), None).await.unwrap().upload;
+        let plain = t
+            .app
+            .master_key
+            .open(
+                current.credentials_sealed.as_deref().unwrap(),
+                &super::credential_binding(&current),
+            )
+            .unwrap();
+        let mut old_style: upload::ActiveModel = legacy.clone().into();
+        old_style.credentials_sealed = Set(Some(t.app.master_key.seal_legacy(&plain)));
+        old_style.update(t.app.store().connection()).await.unwrap();
+
+        let new = crate::crypto::MasterKey::generate();
+        let store = t.app.store();
+        let done = super::rotate_master_key(store, &t.app.master_key, &new)
+            .await
+            .unwrap();
+        assert_eq!(
+            done,
+            super::Rotation {
+                resealed: 2,
+                ..Default::default()
+            }
+        );
+        for id in [current.id, legacy.id] {
+            let row = t.app.reload(id).await.unwrap();
+            let sealed = row.credentials_sealed.as_deref().unwrap();
+            let binding = super::credential_binding(&row);
+            assert_eq!(new.open(sealed, &binding).unwrap(), plain);
+            assert!(t.app.master_key.open(sealed, &binding).is_err());
+        }
+        let again = super::rotate_master_key(store, &t.app.master_key, &new)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            super::Rotation {
+                already: 2,
+                ..Default::default()
+            }
         );
     }
 }

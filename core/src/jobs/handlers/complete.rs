@@ -7,7 +7,7 @@
 //!   there with the upload's size: `completed`), or it is gone for good (`failed`);
 //! - storage is unavailable → retried with backoff.
 use partway_entity::upload;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     domain::{ErrorCode, UploadStatus},
@@ -17,7 +17,7 @@ use crate::{
     usecases::{parts::missing_parts, App},
 };
 
-/// Missing part numbers shown in `lastError` (the rest are elided).
+/// Missing part numbers logged (the rest are elided); `lastError` shows a fixed text.
 const SHOWN_MISSING: usize = 20;
 
 impl App {
@@ -49,7 +49,7 @@ impl App {
                             .take(SHOWN_MISSING)
                             .map(u32::to_string)
                             .collect();
-                        let message = format!(
+                        let detail = format!(
                             "storage holds {} of {total} parts; missing: {}{}",
                             total as usize - missing.len(),
                             shown.join(", "),
@@ -59,8 +59,10 @@ impl App {
                                 ""
                             }
                         );
+                        // Not the request's fault but the upload's state (409): upload
+                        // the missing parts, then complete again.
                         return self
-                            .back_to_active(&upload, ErrorCode::IncompleteParts, &message)
+                            .back_to_active(&upload, ErrorCode::IncompleteParts, &detail)
                             .await;
                     }
                     let parts = found
@@ -120,12 +122,12 @@ impl App {
                     .await
             }
             _ => {
+                warn!("storage no longer has this multipart upload; the upload failed");
                 self.store
                     .fail_upload(
                         upload.id,
                         UploadStatus::Completing,
                         ErrorCode::UploadExpired,
-                        "storage no longer has this multipart upload",
                     )
                     .await?;
                 Ok(())
@@ -148,21 +150,23 @@ impl App {
         Ok(())
     }
 
+    /// `detail` (what storage said) goes to the log only; the upload shows `code`'s
+    /// fixed text.
     async fn back_to_active(
         &self,
         upload: &upload::Model,
         code: ErrorCode,
-        message: &str,
+        detail: &str,
     ) -> Result<(), JobError> {
         self.store
             .transition(
                 upload.id,
                 &[UploadStatus::Completing],
                 UploadStatus::Active,
-                UploadPatch::error(code, message),
+                UploadPatch::error(code),
             )
             .await?;
-        info!(code = code.as_str(), %message, "storage rejected the completion; upload is active again");
+        info!(code = code.as_str(), %detail, "storage rejected the completion; upload is active again");
         Ok(())
     }
 }
@@ -170,7 +174,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use crate::{
-        domain::{ErrorCode, UploadStatus, MIB},
+        domain::{last_error_message, ErrorCode, UploadStatus, MIB},
         ports::{JobRun, StorageError},
         testing::{StorageCall, TestApp},
     };
@@ -230,7 +234,7 @@ mod tests {
             last_error(&back),
             (
                 Some(ErrorCode::IncompleteParts),
-                "storage holds 2 of 3 parts; missing: 3".to_string()
+                last_error_message(ErrorCode::IncompleteParts).to_string()
             )
         );
 
@@ -246,7 +250,7 @@ mod tests {
         assert_eq!(rejected.status, UploadStatus::Active);
         let (code, message) = last_error(&rejected);
         assert_eq!(code, Some(ErrorCode::InvalidParts));
-        assert!(message.contains("InvalidPart: part 2"), "{message}");
+        assert_eq!(message, last_error_message(ErrorCode::InvalidParts));
         assert!(t.storage.has_upload(&TestApp::storage_upload_id(&upload)));
 
         // Fixed, the next complete succeeds and clears the error.
@@ -297,7 +301,7 @@ mod tests {
             last_error(&failed),
             (
                 Some(ErrorCode::UploadExpired),
-                "storage no longer has this multipart upload".to_string()
+                last_error_message(ErrorCode::UploadExpired).to_string()
             )
         );
         // A failed upload is no longer completable, but can be aborted.
@@ -354,6 +358,55 @@ mod tests {
         let back = t.app.reload(upload.id).await.unwrap();
         assert_eq!(back.status, UploadStatus::Active);
         assert_eq!(last_error(&back).0, Some(ErrorCode::ServiceUnavailable));
+    }
+
+    /// DESIGN §7: what storage (or a client's own endpoint) answered, or a database
+    /// error, never reaches `lastError` or the error a `?wait` answers with.
+    #[tokio::test]
+    async fn last_error_shows_a_fixed_text_never_storage_or_database_text() {
+        let internal = "InternalError: <html>nginx at 10.1.2.3:9000</html>";
+        let t = TestApp::new().await;
+        let (token, upload) = t.active_upload(FILE, PART).await;
+        t.put_parts(&upload, 1..=3);
+        t.storage.fail_next(
+            StorageCall::Complete,
+            StorageError::Rejected(internal.into()),
+        );
+        t.app.complete(&t.caller, &token, None).await.unwrap();
+        t.run_jobs().await;
+        let back = t.app.reload(upload.id).await.unwrap();
+        let shown = |row: &partway_entity::upload::Model| {
+            let settled = crate::usecases::Settled {
+                upload: row.clone(),
+                finished: true,
+            };
+            let err = settled.job_error().expect("a job error");
+            (last_error(row), err.to_string())
+        };
+        let ((code, message), waited) = shown(&back);
+        assert_eq!(code, Some(ErrorCode::ServiceUnavailable));
+        assert_eq!(message, last_error_message(ErrorCode::ServiceUnavailable));
+        assert_eq!(waited, message);
+
+        // Storage refusing the init for good: the upload fails, with the fixed text.
+        t.storage
+            .fail_next(StorageCall::Create, StorageError::Rejected(internal.into()));
+        let (_, failed) = t.active_upload(FILE, PART).await;
+        assert_eq!(failed.status, UploadStatus::Failed);
+        let ((code, message), waited) = shown(&failed);
+        assert_eq!(code, Some(ErrorCode::ServiceUnavailable));
+        for text in [&message, &waited] {
+            assert!(
+                !text.contains("10.1.2.3") && !text.contains("InternalError"),
+                "{text}"
+            );
+        }
+
+        // A row an earlier version wrote with a raw reason shows the fixed text too.
+        let mut legacy = back.clone();
+        legacy.last_error_message = Some(format!("database: {internal}"));
+        let (_, waited) = shown(&legacy);
+        assert_eq!(waited, last_error_message(ErrorCode::ServiceUnavailable));
     }
 
     #[tokio::test]

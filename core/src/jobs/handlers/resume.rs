@@ -1,6 +1,7 @@
 //! Resume job: storage's list of parts (every ListParts page) becomes the part rows and
 //! the progress; the parts still missing get fresh URLs.
 use partway_entity::upload;
+use tracing::warn;
 
 use crate::{
     domain::ErrorCode,
@@ -24,12 +25,9 @@ impl App {
         {
             Ok(listed) => listed,
             Err(StorageError::NoSuchUpload) => {
+                warn!("storage no longer has this multipart upload");
                 self.store
-                    .set_last_error(
-                        upload.id,
-                        ErrorCode::UploadExpired,
-                        "storage no longer has this multipart upload",
-                    )
+                    .set_last_error(upload.id, ErrorCode::UploadExpired)
                     .await?;
                 return Ok(());
             }
