@@ -434,6 +434,14 @@ fn all_in_one(state: &mut State) -> Result<(String, String)> {
         return Ok((a.base.clone(), a.key.clone()));
     }
     let dir = tempdir(state)?;
+    let aio = spawn_all_in_one(&dir)?;
+    let answer = (aio.base.clone(), aio.key.clone());
+    state.aio = Some(aio);
+    Ok(answer)
+}
+
+/// The all-in-one service (`partway`) on loopback with its data in `dir`.
+fn spawn_all_in_one(dir: &std::path::Path) -> Result<AllInOne> {
     let vars = vec![
         ("PARTWAY_BIND".to_string(), "127.0.0.1:0".to_string()),
         ("PARTWAY_EMBEDDED_S3_BIND".into(), "127.0.0.1:0".into()),
@@ -449,12 +457,7 @@ fn all_in_one(state: &mut State) -> Result<(String, String)> {
     let key = wait_line(&rx, "Dev key:")?;
     let base = api.trim_end_matches("/api/v1").to_string();
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    state.aio = Some(AllInOne {
-        child,
-        base: base.clone(),
-        key: key.clone(),
-    });
-    Ok((base, key))
+    Ok(AllInOne { child, base, key })
 }
 
 /// `partway-api` and worker processes on a fresh PostgreSQL database, RabbitMQ prefix and
@@ -1071,6 +1074,7 @@ async fn row_memory(state: &mut State) -> Result<Vec<Row>> {
             mib(after)
         )
     };
+    let big_inits = peak_rss_over_big_inits(state).await?;
     Ok(vec![
         row(
             "6a. Peak RSS partway-api (VmHWM)",
@@ -1088,5 +1092,61 @@ async fn row_memory(state: &mut State) -> Result<Vec<Row>> {
             "< 60 MiB idle",
             Some(mib(idle_worker) < 60.0),
         ),
+        big_inits,
     ])
+}
+
+/// Inits in row 6c, and their parts.
+const BIG_INITS: usize = 120;
+
+/// Row 6c (issue 11): a fresh all-in-one service answers 120 inits of 10,000 parts
+/// each, with 254-byte (non-ASCII) filenames that make every URL long, all URLs in
+/// each answer; its peak RSS must stay bounded (the URL-page cache is bounded in bytes
+/// by `PARTWAY_CACHE_MAX_BYTES`, 64 MiB by default).
+async fn peak_rss_over_big_inits(state: &mut State) -> Result<Row> {
+    progress("row 6c: 120 inits of 10,000 parts with 254-byte names, all-in-one");
+    let dir = tempdir(state)?;
+    let mut aio = spawn_all_in_one(&dir)?;
+    let pid = aio.child.id();
+    let idle = vm_hwm_kib(pid)?;
+    let http = http();
+    let filename = "é".repeat(127);
+    let mut answered_bytes = 0usize;
+    for _ in 0..BIG_INITS {
+        let body = json!({
+            "filename": filename,
+            "fileSize": BIG,
+            "partSize": PART,
+            "contentType": "application/octet-stream",
+        });
+        let resp = http
+            .post(format!("{}/api/v1/upload/multipart/init?wait=60", aio.base))
+            .header("x-api-key", &aio.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() || !text.contains(&format!("\"partNumber\":{PARTS}")) {
+            return Err(format!("init: {status}, {} bytes", text.len()).into());
+        }
+        answered_bytes += text.len();
+    }
+    let peak = vm_hwm_kib(pid)?;
+    let _ = aio.child.kill();
+    let _ = aio.child.wait();
+    let mib = |k: u64| k as f64 / 1024.0;
+    Ok(row(
+        "6c. Peak RSS all-in-one over 120 inits × 10,000 URLs, 254-byte names",
+        format!(
+            "{:.1} MiB (idle {:.1} MiB; {:.0} MiB answered)",
+            mib(peak),
+            mib(idle),
+            answered_bytes as f64 / MIB
+        ),
+        "—".into(),
+        "—".into(),
+        "< 160 MiB",
+        Some(mib(peak) < 160.0),
+    ))
 }

@@ -36,7 +36,7 @@ use futures::{
     future::{BoxFuture, Shared},
     FutureExt, StreamExt,
 };
-use partway_core::ports::{PresignedUrl, ProgressCache, UploadEvent};
+use partway_core::ports::{ProgressCache, UploadEvent, UrlPage};
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, RedisError, RedisResult};
 use tokio::{
     sync::{broadcast, watch},
@@ -75,7 +75,6 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return #pages
 ";
 
-type Page = Vec<Option<PresignedUrl>>;
 type Connected = (u64, MultiplexedConnection);
 type Attempt = Shared<BoxFuture<'static, Option<Connected>>>;
 
@@ -222,9 +221,9 @@ impl fmt::Debug for RedisCache {
 
 #[async_trait]
 impl ProgressCache for RedisCache {
-    async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Page) {
+    async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Arc<UrlPage>) {
         let ttl = keys::page_ttl(&urls, unix_now()).as_secs();
-        let json = match serde_json::to_string(&urls) {
+        let json = match serde_json::to_string(&*urls) {
             Ok(json) => json,
             Err(e) => {
                 debug!("progress cache: cannot serialize a URL page: {e}");
@@ -256,13 +255,13 @@ impl ProgressCache for RedisCache {
             .await;
     }
 
-    async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Page> {
+    async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Arc<UrlPage>> {
         let json = self
             .inner
             .get("url_page", keys::page_key(upload_id, page))
             .await?;
         match serde_json::from_str(&json) {
-            Ok(urls) => Some(urls),
+            Ok(urls) => Some(Arc::new(urls)),
             Err(e) => {
                 debug!(%upload_id, page, "progress cache: malformed URL page, treated as a miss: {e}");
                 None

@@ -6,6 +6,7 @@
 //! "skipping" and pass, unless `PARTWAY_REQUIRE_SERVICES=1`, where they fail.
 use std::{
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -125,8 +126,8 @@ async fn url_pages_round_trip_with_a_ttl() {
 
     assert_eq!(cache.url_page(id, 0).await, None);
     let page = vec![url_expiring_in(600), None, url_expiring_in(3600)];
-    cache.put_url_page(id, 0, page.clone()).await;
-    assert_eq!(cache.url_page(id, 0).await, Some(page));
+    cache.put_url_page(id, 0, Arc::new(page.clone())).await;
+    assert_eq!(cache.url_page(id, 0).await, Some(Arc::new(page)));
     assert_eq!(cache.url_page(id, 1).await, None);
     assert_eq!(cache.url_page(Uuid::new_v4(), 0).await, None);
 
@@ -146,7 +147,9 @@ async fn url_pages_round_trip_with_a_ttl() {
     assert_eq!(members, ["0"]);
 
     // A page whose URLs expire soon is still kept for a minute.
-    cache.put_url_page(id, 1, vec![url_expiring_in(5)]).await;
+    cache
+        .put_url_page(id, 1, Arc::new(vec![url_expiring_in(5)]))
+        .await;
     let short_ttl = ttl(&mut raw, &format!("partway:{id}:urls:1")).await;
     assert!(
         (1..=60).contains(&short_ttl) && short_ttl > 50,
@@ -212,12 +215,12 @@ async fn forget_removes_pages_and_snapshot() {
 
     for page in [0, 1, 7] {
         cache
-            .put_url_page(id, page, vec![url_expiring_in(3600)])
+            .put_url_page(id, page, Arc::new(vec![url_expiring_in(3600)]))
             .await;
     }
     cache.put_snapshot(id, "snapshot".into()).await;
     cache
-        .put_url_page(other, 0, vec![url_expiring_in(3600)])
+        .put_url_page(other, 0, Arc::new(vec![url_expiring_in(3600)]))
         .await;
     cache.put_snapshot(other, "other".into()).await;
     assert!(cache.url_page(id, 7).await.is_some());
@@ -302,7 +305,7 @@ async fn an_unreachable_redis_is_a_miss_and_never_blocks() {
         assert!(!bounded("is_connected", cache.is_connected()).await);
         bounded(
             "put_url_page",
-            cache.put_url_page(id, 0, vec![url_expiring_in(60)]),
+            cache.put_url_page(id, 0, Arc::new(vec![url_expiring_in(60)])),
         )
         .await;
         assert_eq!(bounded("url_page", cache.url_page(id, 0)).await, None);
@@ -492,7 +495,7 @@ async fn recovers_when_redis_comes_back() {
         assert_eq!(bounded("snapshot", worker.snapshot(id)).await, None);
         bounded(
             "put_url_page",
-            worker.put_url_page(id, 0, vec![url_expiring_in(60)]),
+            worker.put_url_page(id, 0, Arc::new(vec![url_expiring_in(60)])),
         )
         .await;
         assert_eq!(bounded("url_page", api.url_page(id, 0)).await, None);
@@ -513,8 +516,8 @@ async fn recovers_when_redis_comes_back() {
     .await;
     let page = vec![url_expiring_in(3600)];
     eventually("URL pages work again", || async {
-        worker.put_url_page(id, 0, page.clone()).await;
-        api.url_page(id, 0).await.as_ref() == Some(&page)
+        worker.put_url_page(id, 0, Arc::new(page.clone())).await;
+        api.url_page(id, 0).await.as_deref() == Some(&page)
     })
     .await;
     publish_until_received(

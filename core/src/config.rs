@@ -89,6 +89,11 @@ fn limit<'de, D: Deserializer<'de>>(d: D, bytes: bool) -> Result<Option<u64>, D:
     }
 }
 
+/// A size in bytes: a number or `64MiB`, `1GB`, …
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    partway_protocol::parse_size(&lossy_string(d)?).map_err(de::Error::custom)
+}
+
 fn count_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     limit(d, false)
 }
@@ -245,6 +250,10 @@ pub struct Config {
     /// request's headers (slow-loris); over it the connection is closed.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub header_read_timeout: Duration,
+    /// `PARTWAY_CACHE_MAX_BYTES`: what the in-process cache (URL pages and status
+    /// snapshots, when there is no Redis) may hold.
+    #[serde(deserialize_with = "byte_size")]
+    pub cache_max_bytes: u64,
     /// `PARTWAY_MAX_CONNECTIONS`: open HTTP connections one API process serves at
     /// once; further clients wait in the listen backlog until one closes.
     pub max_connections: u32,
@@ -296,6 +305,7 @@ impl Default for Config {
             default_provider: None,
             body_read_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            cache_max_bytes: crate::cache::DEFAULT_MAX_BYTES,
             max_connections: 4096,
             max_event_streams: 256,
             event_stream_max_age: Duration::from_secs(3600),
@@ -318,6 +328,9 @@ impl Default for Config {
         }
     }
 }
+
+/// Below this the cache could not hold one page of long URLs.
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// An open event stream checks its credential at least this often (DESIGN §7).
 pub const MAX_STREAM_RECHECK: Duration = Duration::from_secs(30);
@@ -418,6 +431,11 @@ impl Config {
         if config.body_read_timeout.is_zero() || config.header_read_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_BODY_READ_TIMEOUT and PARTWAY_HEADER_READ_TIMEOUT must be positive".into(),
+            ));
+        }
+        if config.cache_max_bytes < MIN_CACHE_BYTES {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_CACHE_MAX_BYTES must be at least 1MiB".into(),
             ));
         }
         if config.max_connections == 0 || config.max_event_streams == 0 {
@@ -645,6 +663,23 @@ mod tests {
             err.to_string().contains("PARTWAY_ALLOWED_ENDPOINTS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cache_max_bytes_defaults_to_64_mib_and_takes_sizes() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.cache_max_bytes, 64 * 1024 * 1024);
+        let set = Config::load_from(env(&[("PARTWAY_CACHE_MAX_BYTES", "16MiB")])).unwrap();
+        assert_eq!(set.cache_max_bytes, 16 * 1024 * 1024);
+        let set = Config::load_from(env(&[("PARTWAY_CACHE_MAX_BYTES", "2000000")])).unwrap();
+        assert_eq!(set.cache_max_bytes, 2_000_000);
+        for bad in ["lots", "1KiB"] {
+            let err = Config::load_from(env(&[("PARTWAY_CACHE_MAX_BYTES", bad)])).unwrap_err();
+            assert!(
+                err.to_string().to_lowercase().contains("cache_max_bytes"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

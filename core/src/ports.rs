@@ -117,12 +117,17 @@ pub struct UploadEvent {
     pub upload_id: Uuid,
 }
 
+/// One page of part URLs (slot `n % 1000`); `None` where none is signed yet.
+pub type UrlPage = Vec<Option<PresignedUrl>>;
+
 /// Per-upload progress and presigned-URL pages, plus change notifications.
 /// A cache: every read may miss, and callers fall back to the database.
 #[async_trait]
 pub trait ProgressCache: Send + Sync {
-    async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Vec<Option<PresignedUrl>>);
-    async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Vec<Option<PresignedUrl>>>;
+    /// Pages are shared (`Arc`): a page of 1,000 URLs can weigh a megabyte, and a read
+    /// must not copy it.
+    async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Arc<UrlPage>);
+    async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Arc<UrlPage>>;
     /// A serialized status snapshot (what a status poll answers), kept briefly.
     async fn put_snapshot(&self, upload_id: Uuid, snapshot: String);
     async fn snapshot(&self, upload_id: Uuid) -> Option<String>;

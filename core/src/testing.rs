@@ -378,7 +378,7 @@ impl TestApp {
         let app = App::new(
             store,
             Arc::new(registry),
-            Arc::new(InMemoryCache::new()),
+            Arc::new(InMemoryCache::default()),
             Arc::new(ManualQueue),
             MasterKey::generate(),
             Settings {

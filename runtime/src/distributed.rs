@@ -28,7 +28,7 @@ pub async fn cache_from(config: &Config) -> (Arc<dyn ProgressCache>, Arc<dyn Rat
             (Arc::new(cache), limiter)
         }
         None => (
-            Arc::new(InMemoryCache::new()),
+            Arc::new(InMemoryCache::new(config.cache_max_bytes)),
             Arc::new(LocalRateLimiter::new()),
         ),
     }

@@ -1,6 +1,9 @@
 //! Part URLs: from the cached pages the jobs wrote, presigned here for whatever the
 //! cache lacks (evicted, restarted, near expiry); and `GET …/parts`, a page at a time.
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use partway_entity::upload;
@@ -99,9 +102,11 @@ impl App {
                     )
                     .await?;
                 count_presigned(signed.len());
-                fill_page(&mut cached, plan.total_parts(), page, &missing, signed);
+                let mut filled = Arc::unwrap_or_clone(cached);
+                fill_page(&mut filled, plan.total_parts(), page, &missing, signed);
+                cached = Arc::new(filled);
                 self.cache
-                    .put_url_page(upload.id, page, cached.clone())
+                    .put_url_page(upload.id, page, Arc::clone(&cached))
                     .await;
             }
             for n in wanted {

@@ -1,5 +1,7 @@
 //! One handler per job kind. Each is idempotent: a redelivered or retried job finds the
 //! upload's status and storage's state and does only what is still missing.
+use std::sync::Arc;
+
 use partway_entity::upload;
 
 use super::JobError;
@@ -46,9 +48,12 @@ impl App {
                 .cache
                 .url_page(upload.id, page)
                 .await
+                .map(Arc::unwrap_or_clone)
                 .unwrap_or_default();
             fill_page(&mut slots, total, page, &wanted, signed);
-            self.cache.put_url_page(upload.id, page, slots).await;
+            self.cache
+                .put_url_page(upload.id, page, Arc::new(slots))
+                .await;
             ready = (ready + wanted.len() as u32).min(total);
             self.store.set_urls_ready(upload.id, ready).await?;
             self.publish(upload.id).await;
