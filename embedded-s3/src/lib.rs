@@ -2,7 +2,8 @@
 //!
 //! Serves path-style S3 (`http://127.0.0.1:PORT/bucket/key`) over local disk,
 //! verifying AWS SigV4 (header-signed and presigned-query requests) against one
-//! access/secret key pair. Bucket and object operations are delegated to
+//! access/secret key pair; a presigned request carrying `x-amz-*` headers it
+//! did not sign is refused before s3s sees it (`presigned.rs`). Bucket and object operations are delegated to
 //! `s3s-fs`; multipart uploads are implemented in this crate so that they
 //! behave like S3 (ETags, ordered and paginated ListParts, validation before
 //! CompleteMultipartUpload changes anything) and survive restarts: their state
@@ -29,6 +30,7 @@ mod backend;
 mod cors;
 mod layout;
 mod multipart;
+mod presigned;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

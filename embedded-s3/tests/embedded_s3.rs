@@ -90,6 +90,42 @@ async fn presigned_put_signed_with_wrong_secret_is_refused() {
     assert!(list_parts(&t.client, key, &id).await.is_empty());
 }
 
+/// Whoever holds a presigned URL must not change what it does with headers
+/// the signature does not cover (`x-amz-copy-source` would make it an
+/// UploadPartCopy): S3 answers 403 AccessDenied, and nothing is stored.
+#[tokio::test]
+async fn presigned_put_with_unsigned_amz_headers_is_refused_and_the_same_url_works_without() {
+    let t = TestServer::start().await;
+    let key = "unsigned-header.bin";
+    let id = create_upload(&t.client, key).await;
+    let url = presigned_part_url(&t.client, key, &id, 1, presign_for(600)).await;
+
+    for (name, value) in [
+        ("x-amz-copy-source", format!("{BUCKET}/{key}")),
+        ("x-amz-foo", "bar".to_owned()),
+        ("X-Amz-Meta-Added", "1".to_owned()),
+    ] {
+        let resp = reqwest::Client::new()
+            .put(&url)
+            .header(name, value)
+            .body(bytes(100, 6))
+            .send()
+            .await
+            .expect("PUT reaches the server");
+        assert_eq!(resp.status(), 403, "{name}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("<Code>AccessDenied</Code>"), "{name}: {body}");
+        assert!(list_parts(&t.client, key, &id).await.is_empty(), "{name}");
+    }
+
+    let data = bytes(100, 6);
+    let resp = plain_put(&url, data.clone()).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let parts = list_parts(&t.client, key, &id).await;
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].e_tag.as_deref(), Some(quoted(&md5_hex(&data)).as_str()));
+}
+
 #[tokio::test]
 async fn expired_presigned_put_is_refused() {
     let t = TestServer::start().await;
