@@ -477,7 +477,9 @@ mod tests {
         fs::remove_dir(&sidecars).unwrap();
         fs::write(&sidecars, b"").unwrap();
 
-        assert!(store.complete(id, &state, std::slice::from_ref(&part)).is_err());
+        assert!(store
+            .complete(id, &state, std::slice::from_ref(&part))
+            .is_err());
         assert!(!layout::object_path(root.path(), "b", "dir/k.txt").exists());
         assert!(store.load(id).unwrap().is_some());
         assert_eq!(store.parts(id).unwrap().len(), 1);
