@@ -25,6 +25,9 @@ pub(crate) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const MAX_PART_NUMBER: i32 = 10_000;
 const MAX_LIST: i32 = 1_000;
+const MAX_KEY_BYTES: usize = 1024;
+/// Read size of GetObject's body stream.
+const READ_CHUNK: usize = 64 * 1024;
 
 const WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -69,6 +72,23 @@ impl Backend {
             Some(state) if state.bucket == bucket && state.key == key => Ok((id, state)),
             _ => Err(no_such_upload()),
         }
+    }
+
+    /// [`describe`] off the async threads.
+    async fn describe(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<Option<(std::fs::File, Described)>> {
+        let (root, bucket, key) = (self.root.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || describe(&root, &bucket, &key)).await
+    }
+
+    /// After s3s-fs wrote, replaced or removed `bucket/key`: its hashed sidecar
+    /// (from a multipart complete) no longer describes what is there.
+    async fn forget_sidecar(&self, bucket: String, key: String) -> S3Result<()> {
+        let root = self.root.clone();
+        blocking(move || layout::remove_sidecar(&root, &bucket, &key)).await
     }
 
     async fn stored_parts(
@@ -123,6 +143,14 @@ pub(crate) fn check_key(key: &str) -> S3Result<()> {
         return Err(s3_error!(
             InvalidArgument,
             "object keys must not be empty, start with '/', or contain '.' or '..' path segments"
+        ));
+    }
+    // S3's limit; and each `/`-separated segment becomes a file or directory
+    // name, which holds at most 255 bytes (partway's filenames are at most 255).
+    if key.len() > MAX_KEY_BYTES || key.split('/').any(|seg| seg.len() > layout::MAX_FILE_NAME) {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "object keys hold at most 1024 bytes, here at most 255 between slashes"
         ));
     }
     Ok(())
@@ -327,31 +355,84 @@ impl S3 for Backend {
         self.fs.delete_bucket(req).await
     }
 
+    // GetObject and HeadObject are served here, not by s3s-fs: s3s-fs looks for
+    // an object's ETag and attributes only under names built from the key,
+    // which do not exist for long keys (see `layout.rs`).
+
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        check_key(&req.input.key)?;
-        // s3s-fs ignores the response-* overrides of a (presigned, signed) GetObject;
-        // S3 answers with them, and partway's download URLs rely on the disposition.
-        let disposition = req.input.response_content_disposition.clone();
-        let content_type = req.input.response_content_type.clone();
-        let mut answer = self.fs.get_object(req).await?;
-        if disposition.is_some() {
-            answer.output.content_disposition = disposition;
+        use tokio::io::AsyncSeekExt as _;
+
+        let input = req.input;
+        check_key(&input.key)?;
+        let object = self.describe(&input.bucket, &input.key).await?;
+        let Some((file, described)) = object else {
+            return Err(s3_error!(NoSuchKey));
+        };
+        let (start, length, content_range) = match &input.range {
+            None => (0, described.len, None),
+            Some(range) => {
+                let r = range.check(described.len)?;
+                let range_text = format!("bytes {}-{}/{}", r.start, r.end - 1, described.len);
+                (r.start, r.end - r.start, Some(range_text))
+            }
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(S3Error::internal_error)?;
         }
-        if content_type.is_some() {
-            answer.output.content_type = content_type;
-        }
-        Ok(answer)
+        let a = described.attributes;
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(read_stream(file, length))),
+            content_length: Some(i64::try_from(length).map_err(S3Error::internal_error)?),
+            content_range,
+            last_modified: Some(timestamp(described.modified)),
+            e_tag: Some(ETag::Strong(described.e_tag)),
+            metadata: a.user_metadata,
+            content_encoding: a.content_encoding,
+            // s3s-fs ignored the response-* overrides of a (presigned, signed)
+            // GetObject; S3 answers with them, and partway's download URLs rely
+            // on the disposition.
+            content_type: input.response_content_type.or(a.content_type),
+            content_disposition: input.response_content_disposition.or(a.content_disposition),
+            content_language: a.content_language,
+            cache_control: a.cache_control,
+            expires: parse_expires(a.expires.as_deref()),
+            website_redirect_location: a.website_redirect_location,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
     }
 
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        check_key(&req.input.key)?;
-        self.fs.head_object(req).await
+        let input = req.input;
+        check_key(&input.key)?;
+        let Some((_, described)) = self.describe(&input.bucket, &input.key).await? else {
+            self.require_bucket(&input.bucket)?;
+            return Err(s3_error!(NoSuchKey));
+        };
+        let a = described.attributes;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(i64::try_from(described.len).map_err(S3Error::internal_error)?),
+            last_modified: Some(timestamp(described.modified)),
+            e_tag: Some(ETag::Strong(described.e_tag)),
+            metadata: a.user_metadata,
+            content_encoding: a.content_encoding,
+            content_type: a.content_type,
+            content_disposition: a.content_disposition,
+            content_language: a.content_language,
+            cache_control: a.cache_control,
+            expires: parse_expires(a.expires.as_deref()),
+            website_redirect_location: a.website_redirect_location,
+            ..Default::default()
+        }))
     }
 
     async fn put_object(
@@ -360,7 +441,10 @@ impl S3 for Backend {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         check_key(&req.input.key)?;
         self.require_bucket(&req.input.bucket)?;
-        self.fs.put_object(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let answer = self.fs.put_object(req).await?;
+        self.forget_sidecar(bucket, key).await?;
+        Ok(answer)
     }
 
     async fn copy_object(
@@ -371,7 +455,10 @@ impl S3 for Backend {
         if let CopySource::Bucket { key, .. } = &req.input.copy_source {
             check_key(key)?;
         }
-        self.fs.copy_object(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let answer = self.fs.copy_object(req).await?;
+        self.forget_sidecar(bucket, key).await?;
+        Ok(answer)
     }
 
     async fn delete_object(
@@ -379,7 +466,10 @@ impl S3 for Backend {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         check_key(&req.input.key)?;
-        self.fs.delete_object(req).await
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let answer = self.fs.delete_object(req).await?;
+        self.forget_sidecar(bucket, key).await?;
+        Ok(answer)
     }
 
     async fn delete_objects(
@@ -389,7 +479,19 @@ impl S3 for Backend {
         for object in &req.input.delete.objects {
             check_key(&object.key)?;
         }
-        self.fs.delete_objects(req).await
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> = req
+            .input
+            .delete
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        let answer = self.fs.delete_objects(req).await?;
+        for key in keys {
+            self.forget_sidecar(bucket.clone(), key).await?;
+        }
+        Ok(answer)
     }
 
     async fn list_objects(
@@ -833,14 +935,139 @@ impl S3 for Backend {
     }
 }
 
-/// The ETag s3s-fs would report for an existing object, if it recorded one.
-fn current_etag(root: &Path, bucket: &str, key: &str) -> Option<String> {
-    if !layout::object_path(root, bucket, key).is_file() {
-        return None;
+/// What GetObject and HeadObject tell about an object besides its bytes.
+struct Described {
+    len: u64,
+    modified: std::time::SystemTime,
+    e_tag: String,
+    attributes: ObjectAttributes,
+}
+
+/// Opens `bucket/key` and finds its ETag and attributes: from the hashed
+/// sidecar (objects completed here), else from s3s-fs's own sidecars (objects
+/// it stored, and multipart objects of earlier versions), else the ETag is the
+/// MD5 of the bytes as s3s-fs computes it. `None`: no such object.
+fn describe(
+    root: &Path,
+    bucket: &str,
+    key: &str,
+) -> std::io::Result<Option<(std::fs::File, Described)>> {
+    let file = match std::fs::File::open(layout::object_path(root, bucket, key)) {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
     }
-    let bytes = std::fs::read(layout::internal_info_path(root, bucket, key)).ok()?;
+    let (e_tag, attributes) = match layout::read_sidecar(root, bucket, key)? {
+        Some(sidecar) => (Some(sidecar.e_tag), sidecar.attributes),
+        None => (
+            legacy_e_tag(root, bucket, key),
+            legacy_attributes(root, bucket, key).unwrap_or_default(),
+        ),
+    };
+    let e_tag = match e_tag {
+        Some(e_tag) => e_tag,
+        None => {
+            let mut hasher = Md5::new();
+            std::io::copy(&mut (&file), &mut Md5Writer(&mut hasher))?;
+            std::io::Seek::rewind(&mut (&file))?;
+            hex::encode(hasher.finalize())
+        }
+    };
+    Ok(Some((
+        file,
+        Described {
+            len: meta.len(),
+            modified: meta.modified()?,
+            e_tag,
+            attributes,
+        },
+    )))
+}
+
+struct Md5Writer<'a>(&'a mut Md5);
+
+impl std::io::Write for Md5Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The ETag in s3s-fs's internal-info sidecar, if it has one. Unreadable
+/// sidecars count as absent, as in s3s-fs.
+fn legacy_e_tag(root: &Path, bucket: &str, key: &str) -> Option<String> {
+    let bytes = std::fs::read(layout::internal_info_path(root, bucket, key)?).ok()?;
     let map: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
     map.get("e_tag")?.as_str().map(str::to_owned)
+}
+
+/// The attributes in s3s-fs's metadata sidecar (or, in its oldest format,
+/// only the user metadata).
+fn legacy_attributes(root: &Path, bucket: &str, key: &str) -> Option<ObjectAttributes> {
+    let bytes = std::fs::read(layout::metadata_path(root, bucket, key)?).ok()?;
+    if let Ok(attributes) = serde_json::from_slice::<ObjectAttributes>(&bytes) {
+        return Some(attributes);
+    }
+    let user_metadata: HashMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+    Some(ObjectAttributes {
+        user_metadata: Some(user_metadata),
+        ..Default::default()
+    })
+}
+
+/// The ETag of an existing object (for If-Match), if any.
+fn current_etag(root: &Path, bucket: &str, key: &str) -> Option<String> {
+    describe(root, bucket, key)
+        .ok()
+        .flatten()
+        .map(|(_, d)| d.e_tag)
+}
+
+fn parse_expires(expires: Option<&str>) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::DateTime, expires?).ok()
+}
+
+/// `length` bytes of `file` from where it stands, in chunks.
+fn read_stream(
+    file: tokio::fs::File,
+    length: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync + 'static {
+    futures::stream::try_unfold((file, length), |(mut file, remaining)| async move {
+        use tokio::io::AsyncReadExt as _;
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(READ_CHUNK);
+        let mut buf = vec![0u8; want];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "object shorter than it was",
+            ));
+        }
+        buf.truncate(n);
+        Ok(Some((
+            bytes::Bytes::from(buf),
+            (file, remaining - n as u64),
+        )))
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! presigned URLs and read the ETag of the response.
 //!
 //! * `OPTIONS` (preflight) is answered here, without authentication.
+//! * Presigned requests carrying `x-amz-*` headers they did not sign are
+//!   refused here, before s3s (see `presigned.rs`).
 //! * Every other response gets `Access-Control-Allow-Origin: *` and
 //!   `Access-Control-Expose-Headers: ETag`.
 
@@ -73,6 +75,12 @@ impl hyper::service::Service<Request<Incoming>> for CorsService {
         debug!(method = %req.method(), path = %req.uri().path(), "request");
         if req.method() == Method::OPTIONS {
             let resp = preflight(&req);
+            return Box::pin(async move { Ok(resp) });
+        }
+        if let Some(header) = crate::presigned::unsigned_amz_header(req.uri(), req.headers()) {
+            debug!(%header, "presigned request with an unsigned x-amz-* header refused");
+            let mut resp = crate::presigned::access_denied(header);
+            add_cors_headers(resp.headers_mut());
             return Box::pin(async move { Ok(resp) });
         }
         let fut = hyper::service::Service::call(&self.inner, req);

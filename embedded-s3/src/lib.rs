@@ -2,12 +2,15 @@
 //!
 //! Serves path-style S3 (`http://127.0.0.1:PORT/bucket/key`) over local disk,
 //! verifying AWS SigV4 (header-signed and presigned-query requests) against one
-//! access/secret key pair. Bucket and object operations are delegated to
-//! `s3s-fs`; multipart uploads are implemented in this crate so that they
-//! behave like S3 (ETags, ordered and paginated ListParts, validation before
-//! CompleteMultipartUpload changes anything) and survive restarts: their state
-//! lives under `<root>/.multipart/`. CORS is answered so that browsers can PUT
-//! parts to presigned URLs.
+//! access/secret key pair; a presigned request carrying `x-amz-*` headers it
+//! did not sign is refused before s3s sees it (`presigned.rs`). Bucket and
+//! most object operations are delegated to `s3s-fs`; multipart uploads, and
+//! GetObject/HeadObject, are implemented in this crate so that they behave
+//! like S3 (ETags, ordered and paginated ListParts, validation before
+//! CompleteMultipartUpload changes anything, keys up to 1024 bytes) and
+//! survive restarts: their state lives under `<root>/.multipart/`, completed
+//! objects' ETags and attributes under `<root>/.objects/` (`layout.rs`). CORS
+//! is answered so that browsers can PUT parts to presigned URLs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), partway_embedded_s3::EmbeddedS3Error> {
@@ -29,6 +32,7 @@ mod backend;
 mod cors;
 mod layout;
 mod multipart;
+mod presigned;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -6,6 +6,10 @@
 //! <root>/.multipart/<upload-id>/tmp-<uuid>             in-flight writes, renamed into place
 //! ```
 //!
+//! No name here embeds the object key (it is in `upload.json`), so keys of any
+//! length S3 allows fit; the completed object's sidecar is named by a hash
+//! (`layout.rs`).
+//!
 //! All functions here are blocking (std::fs); the S3 layer calls them from
 //! `spawn_blocking`. Commits of parts, completion and abort of one upload are
 //! serialised by a per-upload async lock ([`MultipartStore::lock`]); part bodies
@@ -108,6 +112,7 @@ impl MultipartStore {
     pub fn open(root: &Path) -> io::Result<Self> {
         let dir = root.join(MULTIPART_DIR);
         fs::create_dir_all(&dir)?;
+        fs::create_dir_all(layout::sidecar_dir(root))?;
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             if !entry.file_type()?.is_dir() {
@@ -285,28 +290,35 @@ impl MultipartStore {
     }
 
     /// Writes the concatenation of `parts` as the object `state.bucket/state.key`
-    /// in s3s-fs's layout, then removes the upload. Returns the multipart ETag
-    /// (unquoted). The parts must have been validated; call with the upload's
-    /// lock held. On error the upload is left as it was.
+    /// with its sidecar (see `layout.rs`), then removes the upload. Returns the
+    /// multipart ETag (unquoted). The parts must have been validated; call with
+    /// the upload's lock held.
+    ///
+    /// The object appears last, by one rename, after everything that can fail:
+    /// on error no object is visible at the key (an earlier object there stays)
+    /// and the upload is left as it was, so the complete can be retried.
     pub fn complete(
         &self,
         id: Uuid,
         state: &UploadState,
         parts: &[StoredPart],
     ) -> io::Result<String> {
-        let dir = self.upload_dir(id);
         let tmp_object = self.tmp_path(id);
-        let result = self.write_object(id, &dir, &tmp_object, state, parts);
+        let result = self.write_object(id, &tmp_object, state, parts);
         let _ = fs::remove_file(&tmp_object);
         let e_tag = result?;
-        self.remove(id)?;
+        // The object is in place: the complete happened whatever follows. An
+        // upload that cannot be removed now is only a leftover (also removed
+        // at the next start once its upload.json is gone).
+        if let Err(e) = self.remove(id) {
+            warn!(upload_id = %id, error = %e, "completed, but could not remove the multipart upload");
+        }
         Ok(e_tag)
     }
 
     fn write_object(
         &self,
         id: Uuid,
-        dir: &Path,
         tmp_object: &Path,
         state: &UploadState,
         parts: &[StoredPart],
@@ -334,26 +346,44 @@ impl MultipartStore {
         if let Some(parent) = object_path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let attributes = serde_json::to_vec(&state.attributes).map_err(io::Error::other)?;
-        let metadata_tmp = self.tmp_path(id);
-        let info_tmp = self.tmp_path(id);
-        let result = (|| {
-            fs::write(&metadata_tmp, &attributes)?;
-            fs::write(&info_tmp, layout::internal_info_json(&e_tag))?;
-            fs::rename(tmp_object, &object_path)?;
-            fs::rename(
-                &metadata_tmp,
-                layout::metadata_path(&self.root, &state.bucket, &state.key),
-            )?;
-            fs::rename(
-                &info_tmp,
-                layout::internal_info_path(&self.root, &state.bucket, &state.key),
-            )
-        })();
-        let _ = fs::remove_file(&metadata_tmp);
-        let _ = fs::remove_file(&info_tmp);
-        result?;
-        debug!(upload_id = %id, dir = %dir.display(), object = %object_path.display(), %e_tag, "multipart upload completed");
+        // A directory at the key (other keys below it) would make the final
+        // rename fail: find out before anything is replaced.
+        if object_path.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is a directory",
+                object_path.display()
+            )));
+        }
+
+        let sidecar = layout::Sidecar {
+            bucket: state.bucket.clone(),
+            key: state.key.clone(),
+            e_tag: e_tag.clone(),
+            attributes: state.attributes.clone(),
+        };
+        let sidecar_bytes = serde_json::to_vec(&sidecar).map_err(io::Error::other)?;
+        let sidecar_path = layout::sidecar_path(&self.root, &state.bucket, &state.key);
+        write_atomic(&self.upload_dir(id), &sidecar_path, &sidecar_bytes)?;
+
+        // Last: the object becomes visible. Should even this fail, take the
+        // sidecar back so it does not describe another object at the key (an
+        // earlier object there then falls back to s3s-fs's sidecars or none).
+        if let Err(e) = fs::rename(tmp_object, &object_path) {
+            let _ = fs::remove_file(&sidecar_path);
+            return Err(e);
+        }
+        // s3s-fs's sidecars of an earlier object at this key are stale now;
+        // the hashed sidecar takes precedence anyway, so this is tidying only.
+        for stale in [
+            layout::metadata_path(&self.root, &state.bucket, &state.key),
+            layout::internal_info_path(&self.root, &state.bucket, &state.key),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = fs::remove_file(stale);
+        }
+        debug!(upload_id = %id, object = %object_path.display(), %e_tag, "multipart upload completed");
         Ok(e_tag)
     }
 }
@@ -370,5 +400,100 @@ mod tests {
         assert_eq!(parse_part_file_name(&name), Some((42, md5)));
         assert_eq!(parse_part_file_name("part-10000-short"), None);
         assert_eq!(parse_part_file_name("tmp-1234"), None);
+    }
+
+    /// A store under a fresh root with bucket `b` and one upload of `key`
+    /// holding one part.
+    fn one_part_upload(
+        key: &str,
+    ) -> (
+        tempfile::TempDir,
+        MultipartStore,
+        Uuid,
+        UploadState,
+        StoredPart,
+    ) {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("b")).unwrap();
+        let store = MultipartStore::open(root.path()).unwrap();
+        let state = UploadState {
+            bucket: "b".into(),
+            key: key.into(),
+            initiated_unix_ms: now_unix_ms(),
+            attributes: ObjectAttributes {
+                content_type: Some("text/plain".into()),
+                ..Default::default()
+            },
+        };
+        let id = store.create(&state).unwrap();
+        let data = b"hello";
+        let md5_hex = hex::encode(Md5::digest(data));
+        let tmp = store.tmp_path(id);
+        fs::write(&tmp, data).unwrap();
+        assert!(store.commit_part(id, 1, &md5_hex, &tmp).unwrap());
+        let part = store.parts(id).unwrap().remove(&1).unwrap();
+        (root, store, id, state, part)
+    }
+
+    /// Keys up to S3's 1024 bytes (255 between slashes, multi-byte characters
+    /// included) complete, and leave nothing behind but the object and its
+    /// sidecar.
+    #[test]
+    fn a_1024_byte_key_completes() {
+        let segment = format!("{}x", "é".repeat(127)); // 255 bytes
+        let key = format!("x/{segment}/{segment}/{segment}/{}", "k".repeat(254));
+        assert_eq!(key.len(), 1024);
+        let (root, store, id, state, part) = one_part_upload(&key);
+        let e_tag = store.complete(id, &state, &[part]).unwrap();
+
+        let object = layout::object_path(root.path(), "b", &key);
+        assert_eq!(fs::read(&object).unwrap(), b"hello");
+        let sidecar = layout::read_sidecar(root.path(), "b", &key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(sidecar.e_tag, e_tag);
+        assert_eq!(
+            sidecar.attributes.content_type.as_deref(),
+            Some("text/plain")
+        );
+        assert!(store.load(id).unwrap().is_none());
+        assert!(!store.upload_dir(id).exists());
+        let top: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let mut top = top;
+        top.sort();
+        assert_eq!(top, [MULTIPART_DIR, layout::SIDECAR_DIR, "b"]);
+    }
+
+    /// A complete that fails shows no object at the key and keeps the upload,
+    /// so it can be retried.
+    #[test]
+    fn a_failed_complete_leaves_no_object_and_keeps_the_upload() {
+        let (root, store, id, state, part) = one_part_upload("dir/k.txt");
+        // The sidecar cannot be written: its directory is a file.
+        let sidecars = layout::sidecar_dir(root.path());
+        fs::remove_dir(&sidecars).unwrap();
+        fs::write(&sidecars, b"").unwrap();
+
+        assert!(store
+            .complete(id, &state, std::slice::from_ref(&part))
+            .is_err());
+        assert!(!layout::object_path(root.path(), "b", "dir/k.txt").exists());
+        assert!(store.load(id).unwrap().is_some());
+        assert_eq!(store.parts(id).unwrap().len(), 1);
+        let leftovers: Vec<_> = fs::read_dir(store.upload_dir(id))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // Repaired, the same complete succeeds.
+        fs::remove_file(&sidecars).unwrap();
+        fs::create_dir(&sidecars).unwrap();
+        store.complete(id, &state, &[part]).unwrap();
+        assert!(layout::object_path(root.path(), "b", "dir/k.txt").is_file());
     }
 }

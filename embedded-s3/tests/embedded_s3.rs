@@ -90,6 +90,45 @@ async fn presigned_put_signed_with_wrong_secret_is_refused() {
     assert!(list_parts(&t.client, key, &id).await.is_empty());
 }
 
+/// Whoever holds a presigned URL must not change what it does with headers
+/// the signature does not cover (`x-amz-copy-source` would make it an
+/// UploadPartCopy): S3 answers 403 AccessDenied, and nothing is stored.
+#[tokio::test]
+async fn presigned_put_with_unsigned_amz_headers_is_refused_and_the_same_url_works_without() {
+    let t = TestServer::start().await;
+    let key = "unsigned-header.bin";
+    let id = create_upload(&t.client, key).await;
+    let url = presigned_part_url(&t.client, key, &id, 1, presign_for(600)).await;
+
+    for (name, value) in [
+        ("x-amz-copy-source", format!("{BUCKET}/{key}")),
+        ("x-amz-foo", "bar".to_owned()),
+        ("X-Amz-Meta-Added", "1".to_owned()),
+    ] {
+        let resp = reqwest::Client::new()
+            .put(&url)
+            .header(name, value)
+            .body(bytes(100, 6))
+            .send()
+            .await
+            .expect("PUT reaches the server");
+        assert_eq!(resp.status(), 403, "{name}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("<Code>AccessDenied</Code>"), "{name}: {body}");
+        assert!(list_parts(&t.client, key, &id).await.is_empty(), "{name}");
+    }
+
+    let data = bytes(100, 6);
+    let resp = plain_put(&url, data.clone()).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let parts = list_parts(&t.client, key, &id).await;
+    assert_eq!(parts.len(), 1);
+    assert_eq!(
+        parts[0].e_tag.as_deref(),
+        Some(quoted(&md5_hex(&data)).as_str())
+    );
+}
+
 #[tokio::test]
 async fn expired_presigned_put_is_refused() {
     let t = TestServer::start().await;
@@ -294,6 +333,95 @@ async fn list_parts_paginates_1005_parts_at_1000_sorted_with_etags() {
 }
 
 // ---- CompleteMultipartUpload -------------------------------------------------
+
+/// Keys as long as partway makes them (a 255-byte non-ASCII filename under
+/// `prefix/owner/uuid/`), up to S3's 1024 bytes: complete, then GetObject,
+/// ranged GetObject and HeadObject answer the multipart ETag and attributes.
+#[tokio::test]
+async fn long_keys_complete_and_read_back_with_their_etag_and_attributes() {
+    let t = TestServer::start().await;
+    let filename = format!("{}.bin", "ü".repeat(125)); // 254 bytes
+    let segment = format!("{}é", "s".repeat(253)); // 255 bytes
+    for key in [
+        format!("uploads/owner/0b9d4c8e-6a0c-4f0e-9a57-2f7c5f3c2a10/{filename}"),
+        format!("x/{segment}/{segment}/{segment}/{}", "k".repeat(254)),
+    ] {
+        assert!(key.len() <= 1024);
+        assert!(key.split('/').all(|s| s.len() <= 255));
+        let id = t
+            .client
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(&key)
+            .content_type("application/x-test")
+            .send()
+            .await
+            .unwrap()
+            .upload_id
+            .unwrap();
+        let p1 = bytes(5 * MIB, 21);
+        let p2 = bytes(777, 22);
+        let e1 = upload_part(&t.client, &key, &id, 1, p1.clone()).await;
+        let e2 = upload_part(&t.client, &key, &id, 2, p2.clone()).await;
+        let done = complete(&t.client, &key, &id, &[(1, &e1), (2, &e2)])
+            .await
+            .unwrap_or_else(|e| panic!("complete of a {}-byte key: {e:?}", key.len()));
+        let expected_etag = multipart_etag(&[&p1, &p2]);
+        assert_eq!(done.e_tag.as_deref(), Some(expected_etag.as_str()));
+
+        let (data, out) = get_object_bytes(&t.client, &key).await;
+        assert!(data == [p1.as_slice(), p2.as_slice()].concat());
+        assert_eq!(out.e_tag.as_deref(), Some(expected_etag.as_str()));
+        assert_eq!(out.content_type.as_deref(), Some("application/x-test"));
+
+        let head = t
+            .client
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.e_tag.as_deref(), Some(expected_etag.as_str()));
+        assert_eq!(head.content_length, Some((p1.len() + p2.len()) as i64));
+
+        let mut ranged = t
+            .client
+            .get_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .range("bytes=5242870-5242889")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ranged.content_range.as_deref(),
+            Some(format!("bytes 5242870-5242889/{}", p1.len() + p2.len()).as_str())
+        );
+        let body = std::mem::take(&mut ranged.body)
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert!(body.as_ref() == &[&p1[5242870..], &p2[..10]].concat()[..]);
+    }
+}
+
+/// A key with a segment longer than a file name can be is refused at
+/// CreateMultipartUpload, not after the parts were uploaded.
+#[tokio::test]
+async fn keys_with_a_segment_over_255_bytes_are_refused_up_front() {
+    let t = TestServer::start().await;
+    let err = t
+        .client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(format!("p/{}", "k".repeat(256)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err).as_deref(), Some("KeyTooLongError"));
+}
 
 #[tokio::test]
 async fn complete_with_wrong_etag_is_invalid_part_and_keeps_upload_then_right_etags_complete() {

@@ -423,3 +423,55 @@ async fn rotate_master_reseals_and_the_service_keeps_working() {
     );
     app.shutdown().await;
 }
+
+/// Issue 11 item 9b: a part URL partway handed out must not be turned into something
+/// else by headers its signature does not cover (`x-amz-copy-source` made it an
+/// UploadPartCopy): the embedded endpoint answers 403 AccessDenied, as S3 does, and
+/// stores nothing; the same URL without the header works.
+#[tokio::test]
+async fn presigned_part_urls_refuse_unsigned_amz_headers() {
+    let app = TestApp::spawn().await;
+    let file = test_bytes(MIB, 3);
+    let init = app.init("copy.bin", file.len()).await;
+    let part = init["partUrls"][0].clone();
+    let url = part["url"].as_str().unwrap();
+
+    for (name, value) in [
+        ("x-amz-copy-source", "partway/some/other/object".to_owned()),
+        ("x-amz-foo", "bar".to_owned()),
+    ] {
+        let response = app
+            .http
+            .put(url)
+            .header(name, value)
+            .body(file.clone())
+            .send()
+            .await
+            .expect("part PUT");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("<Code>AccessDenied</Code>"), "{name}: {body}");
+    }
+    let token = init["resumeToken"].as_str().unwrap();
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert!(
+        part_numbers(&resumed["uploadedParts"]).is_empty(),
+        "{resumed}"
+    );
+
+    let etag = app.put_part(url, file.clone()).await;
+    let (status, completed) = app
+        .post(
+            "/api/v1/upload/multipart/complete?wait=30",
+            json!({"resumeToken": token, "parts": [{"partNumber": 1, "etag": etag}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    app.app.shutdown().await;
+}
