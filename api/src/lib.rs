@@ -1,6 +1,7 @@
 //! partway's HTTP front door (poem + poem-openapi).
 mod body;
 pub mod contract;
+mod direct_json;
 mod documents;
 pub mod error;
 pub mod models;

@@ -20,6 +20,7 @@ use poem_openapi::{
 
 use crate::{
     body::ContractJson,
+    direct_json::DirectJson,
     documents::{complete_result, init_result, resume_result, status_doc},
     error::ApiError,
     models::*,
@@ -64,7 +65,7 @@ impl Auth {
 pub enum InitResponse {
     /// The upload is ready: every part URL is in `partUrls`.
     #[oai(status = 200)]
-    Ready(Json<InitResult>),
+    Ready(DirectJson<InitResult>),
     /// Accepted; poll the status document (or use `?wait=N`).
     #[oai(status = 202)]
     Accepted(Json<StatusDoc>),
@@ -75,7 +76,7 @@ pub enum InitResponse {
 #[derive(ApiResponse)]
 pub enum ResumeResponse {
     #[oai(status = 200)]
-    Ready(Json<ResumeResult>),
+    Ready(DirectJson<ResumeResult>),
     #[oai(status = 202)]
     Accepted(Json<StatusDoc>),
 }
@@ -197,7 +198,9 @@ impl UploadApi {
                 }
             }
             if upload.status.accepts_parts() {
-                return Ok(InitResponse::Ready(Json(init_result(&app, upload).await?)));
+                return Ok(InitResponse::Ready(DirectJson(
+                    init_result(&app, upload).await?,
+                )));
             }
         }
         Ok(InitResponse::Accepted(Json(
@@ -234,7 +237,7 @@ impl UploadApi {
                 return Err(err.into());
             }
             if upload.status.accepts_parts() {
-                return Ok(ResumeResponse::Ready(Json(
+                return Ok(ResumeResponse::Ready(DirectJson(
                     resume_result(&app, upload).await?,
                 )));
             }
