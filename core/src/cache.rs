@@ -12,7 +12,10 @@ use moka::sync::Cache;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::ports::{PresignedUrl, ProgressCache, UploadEvent, UrlPage};
+use crate::{
+    domain::{MAX_PARTS, URL_PAGE_SIZE},
+    ports::{PresignedUrl, ProgressCache, UploadEvent, UrlPage},
+};
 
 /// URL pages expire like the Redis ones would.
 const PAGE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -94,8 +97,7 @@ impl ProgressCache for InMemoryCache {
 
     async fn forget(&self, upload_id: Uuid) {
         self.snapshots.invalidate(&upload_id);
-        // An upload has at most 10 pages (10,000 parts).
-        for page in 0..10 {
+        for page in 0..MAX_PARTS.div_ceil(URL_PAGE_SIZE) {
             self.pages.invalidate(&(upload_id, page));
         }
     }

@@ -319,22 +319,7 @@ async fn downloads_are_attachments_on_moto() {
     let Some(s3) = required_service("PARTWAY_TEST_S3_ENDPOINT") else {
         return;
     };
-    let bucket = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&s3)
-        .force_path_style(true)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create test bucket");
+    let bucket = fresh_moto_bucket(&s3).await;
     let app = TestApp::spawn_with(vec![
         ("PARTWAY_S3_ENDPOINT".into(), s3),
         ("PARTWAY_S3_BUCKET".into(), bucket),

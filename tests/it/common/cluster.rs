@@ -69,22 +69,7 @@ pub async fn cluster_env() -> Option<Vec<(String, String)>> {
     let amqp = required_service("PARTWAY_TEST_AMQP_URL")?;
     let s3 = required_service("PARTWAY_TEST_S3_ENDPOINT")?;
     let database = fresh_postgres_database().await?;
-    let bucket = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&s3)
-        .force_path_style(true)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create test bucket");
+    let bucket = fresh_moto_bucket(&s3).await;
     Some(vec![
         ("PARTWAY_DATABASE_URL".into(), database),
         ("PARTWAY_AMQP_URL".into(), amqp),

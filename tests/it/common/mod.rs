@@ -62,6 +62,27 @@ pub fn required_service(var: &str) -> Option<String> {
     }
 }
 
+/// A new, empty bucket on the test S3 server (moto) at `endpoint`; returns its name.
+pub async fn fresh_moto_bucket(endpoint: &str) -> String {
+    let bucket = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create test bucket");
+    bucket
+}
+
 /// A fresh PostgreSQL database on the test server.
 pub async fn fresh_postgres_database() -> Option<String> {
     use sea_orm::{ConnectionTrait, Database};
