@@ -7,6 +7,7 @@ mod commands;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    partway_core::memory::tune_allocator();
     let cli = commands::Cli::parse();
     partway_runtime::exit_with("partway", commands::run(cli).await)
 }

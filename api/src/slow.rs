@@ -112,6 +112,20 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Connection<Io> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
+    // Vectored writes pass through: without them hyper copies every answer's body
+    // into one flat buffer before writing it (13 MB more for a 10,000-part init).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
@@ -217,10 +231,20 @@ impl<Io: AsyncRead + Unpin> AsyncRead for HeaderDeadline<Io> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let filled = buf.filled()[before..].to_vec();
-            this.scan(&filled);
+            this.scan(&buf.filled()[before..]);
         }
         polled
+    }
+}
+
+impl<Io> HeaderDeadline<Io> {
+    /// The first bytes of an answer end its request's phase.
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled {
+            if *n > 0 && matches!(self.phase, Phase::Answering) {
+                self.phase = Phase::Between;
+            }
+        }
     }
 }
 
@@ -232,12 +256,23 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<Io> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            if n > 0 && matches!(this.phase, Phase::Answering) {
-                this.phase = Phase::Between;
-            }
-        }
+        this.wrote(&polled);
         polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

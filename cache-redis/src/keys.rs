@@ -69,7 +69,7 @@ mod tests {
 
     fn url_expiring_at(unix: i64) -> Option<PresignedUrl> {
         Some(PresignedUrl {
-            url: "https://s3.example/bucket/key?X-Amz-Signature=abc".into(),
+            url: std::sync::Arc::new("https://s3.example/bucket/key?X-Amz-Signature=abc".into()),
             expires_at: Utc.timestamp_opt(unix, 0).unwrap(),
         })
     }

@@ -121,7 +121,7 @@ fn parts_of(docs: Vec<PartDoc>) -> (Vec<Part>, HashMap<u64, String>) {
             start: p.start,
             size: p.size,
         });
-        urls.insert(number, p.url);
+        urls.insert(number, Arc::unwrap_or_clone(p.url));
     }
     parts.sort_by_key(|p| p.number);
     (parts, urls)

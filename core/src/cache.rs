@@ -8,7 +8,7 @@
 use std::{collections::HashMap, mem::size_of, sync::Arc, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
-use moka::sync::Cache;
+use moka::{policy::EvictionPolicy, sync::Cache};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -52,6 +52,10 @@ impl InMemoryCache {
             pages: Cache::builder()
                 .max_capacity(max_bytes - snapshot_bytes)
                 .weigher(page_weight)
+                // Least recently used goes first. moka's default (TinyLFU) may refuse a
+                // new page while the cache is full, and an init's own pages were then
+                // presigned a second time by the API, with their memory.
+                .eviction_policy(EvictionPolicy::lru())
                 .time_to_live(PAGE_TTL)
                 .build(),
             snapshots: Cache::builder()
@@ -81,6 +85,9 @@ impl Default for InMemoryCache {
 impl ProgressCache for InMemoryCache {
     async fn put_url_page(&self, upload_id: Uuid, page: u32, urls: Arc<UrlPage>) {
         self.pages.insert((upload_id, page), urls);
+        // Evict now: moka batches its bookkeeping, and pages are large enough for the
+        // batch to hold the cache well past its budget.
+        self.pages.run_pending_tasks();
     }
 
     async fn url_page(&self, upload_id: Uuid, page: u32) -> Option<Arc<UrlPage>> {
@@ -133,7 +140,7 @@ mod tests {
             (0..1000)
                 .map(|_| {
                     Some(PresignedUrl {
-                        url: "u".repeat(url_len),
+                        url: Arc::new("u".repeat(url_len)),
                         expires_at: Utc::now(),
                     })
                 })
@@ -155,6 +162,23 @@ mod tests {
         let held = cache.weighed_bytes();
         assert!(held <= budget, "{held} bytes held, budget {budget}");
         assert!(held > budget / 2, "the budget is used: {held}");
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_keeps_the_newest_pages() {
+        let cache = InMemoryCache::new(8 * 1024 * 1024);
+        for _ in 0..20 {
+            let id = Uuid::new_v4();
+            for n in 0..5 {
+                cache.put_url_page(id, n, page(1182)).await;
+                assert!(
+                    cache.url_page(id, n).await.is_some(),
+                    "page {n} was refused"
+                );
+            }
+            // Never more than the budget, even between moka's batches.
+            assert!(cache.pages.weighted_size() <= 7 * 1024 * 1024);
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod ports;

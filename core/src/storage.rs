@@ -445,7 +445,10 @@ impl ObjectStorage for S3Storage {
             .part_presigner
             .presign_upload_parts(key, upload_id, part_numbers, expires_in, now)
             .into_iter()
-            .map(|url| PresignedUrl { url, expires_at })
+            .map(|url| PresignedUrl {
+                url: Arc::new(url),
+                expires_at,
+            })
             .collect())
     }
 
@@ -577,7 +580,7 @@ impl ObjectStorage for S3Storage {
             .await
             .map_err(classify)?;
         Ok(PresignedUrl {
-            url: presigned.uri().to_string(),
+            url: Arc::new(presigned.uri().to_string()),
             expires_at,
         })
     }

@@ -116,7 +116,7 @@ impl MemoryStorage {
 
     fn presigned(&self, what: String, expires_in: Duration) -> PresignedUrl {
         PresignedUrl {
-            url: format!("http://storage.invalid/test/{what}"),
+            url: Arc::new(format!("http://storage.invalid/test/{what}")),
             expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or_default(),
         }
     }

@@ -6,7 +6,7 @@
 //! leaves out is also `skip_serializing_if` for serde, any other `None` is `null` in
 //! both (the tests compare them). Request bodies are parsed by serde on the server; their
 //! `None` fields are left out rather than sent as `null`.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use poem_openapi::{Enum, Object};
 use serde::{Deserialize, Serialize};
@@ -203,7 +203,9 @@ impl StatusDoc {
 #[serde(rename_all = "camelCase")]
 pub struct PartDoc {
     pub part_number: u32,
-    pub url: String,
+    /// Shared with the server's cached URL page (`Arc`), so large answers don't copy
+    /// every URL; its schema is a string's.
+    pub url: Arc<String>,
     pub size: u64,
     pub start: u64,
     pub end: u64,

@@ -7,6 +7,7 @@ use partway_runtime::{exit_with, init_logging, Node, Roles};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    partway_core::memory::tune_allocator();
     exit_with("partway-api", run().await)
 }
 

@@ -25,7 +25,8 @@ const URL_REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartView {
     pub part_number: u32,
-    pub url: String,
+    /// Shared with the cached page it came from.
+    pub url: Arc<String>,
     pub size: u64,
     pub start: u64,
     pub end: u64,

@@ -1,5 +1,7 @@
 //! One upload as its owner sees it: the row, the cached status document that absorbs
 //! polling, and a completed upload's URLs.
+use std::sync::Arc;
+
 use partway_entity::upload;
 
 use super::{App, AppError};
@@ -48,6 +50,9 @@ impl App {
                 &crate::domain::attachment_disposition(&upload.filename),
             )
             .await?;
-        Ok(Some((storage.object_url(&upload.file_key), download.url)))
+        Ok(Some((
+            storage.object_url(&upload.file_key),
+            Arc::unwrap_or_clone(download.url),
+        )))
     }
 }
