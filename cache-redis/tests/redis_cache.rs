@@ -68,7 +68,9 @@ async fn exists(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> bool
 
 fn url_expiring_in(seconds: i64) -> Option<PresignedUrl> {
     Some(PresignedUrl {
-        url: format!("https://s3.example/bucket/object?partNumber=1&X-Amz-Expires={seconds}"),
+        url: std::sync::Arc::new(format!(
+            "https://s3.example/bucket/object?partNumber=1&X-Amz-Expires={seconds}"
+        )),
         expires_at: Utc::now() + chrono::Duration::seconds(seconds),
     })
 }
@@ -612,6 +614,59 @@ mod rate_limiter {
             .filter(|allowed| *allowed)
             .count();
         assert_eq!(allowed, 10, "30 concurrent requests through two replicas");
+    }
+
+    #[tokio::test]
+    async fn replicas_taking_batches_never_exceed_the_shared_budget() {
+        let Some(url) = redis_url("replicas_taking_batches_never_exceed_the_shared_budget") else {
+            return;
+        };
+        let a = RedisCache::connect(&url).await.rate_limiter();
+        let b = RedisCache::connect(&url).await.rate_limiter();
+        let key = format!("key:test-{}", Uuid::new_v4().simple());
+        // 100/s: a burst of 100, one more every 10 ms, taken 5 at a time.
+        let l = limit(100, RatePeriod::Second);
+        assert_eq!(l.reservation_size(), 5);
+        // Sequential requests through one replica: the burst, all of it.
+        let started = Instant::now();
+        let mut allowed = 0;
+        for _ in 0..150 {
+            allowed += usize::from(a.check(&key, l).await.unwrap().allowed);
+        }
+        let refilled = (started.elapsed().as_millis() / 10) as usize + 1;
+        assert!(
+            (100..=100 + refilled).contains(&allowed),
+            "{allowed} allowed, {refilled} refilled"
+        );
+        // Then 8 clients at once through both replicas, more than a second's worth:
+        // never more than the budget (reserved but unserved requests are lost, not
+        // granted twice).
+        let started = Instant::now();
+        let clients = (0..8).map(|i| {
+            let limiter = if i % 2 == 0 { &a } else { &b };
+            let key = key.clone();
+            async move {
+                let mut decisions = Vec::new();
+                for _ in 0..50 {
+                    decisions.push(limiter.check(&key, l).await.unwrap());
+                }
+                decisions
+            }
+        });
+        let decisions: Vec<_> = futures::future::join_all(clients)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let refilled = (started.elapsed().as_millis() / 10) as usize + 2;
+        let allowed = decisions.iter().filter(|d| d.allowed).count();
+        assert!(
+            allowed <= refilled + 5,
+            "{allowed} allowed, {refilled} refilled"
+        );
+        assert!(decisions
+            .iter()
+            .all(|d| d.limit == 100 && d.remaining <= 100));
     }
 
     #[tokio::test]

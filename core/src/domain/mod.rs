@@ -26,6 +26,8 @@ pub use partway_protocol::{
 pub use plan::*;
 pub use progress::*;
 pub use quota::{OwnerLimit, Quota, QuotaOverride, Usage};
-pub use rate_limit::{RateDecision, RateLimit, RateLimits, RatePeriod, RateSubject};
+pub use rate_limit::{
+    RateDecision, RateLimit, RateLimits, RatePeriod, RateSubject, RESERVATION_LIFETIME,
+};
 pub use url_pages::*;
 pub use validate::*;

@@ -92,7 +92,26 @@ impl RateLimit {
     pub fn emission_interval(&self) -> Duration {
         self.period() / self.requests
     }
+
+    /// How many requests a replica takes from a shared budget in one call: what the
+    /// limit allows in [`RESERVATION_WINDOW`], 1 to [`MAX_RESERVATION`]. Taking a few
+    /// at once makes a shared limiter cost one round trip per batch instead of per
+    /// request; a batch unused within [`RESERVATION_LIFETIME`] is forfeited, so a
+    /// client can lose up to a window's worth of requests, and never gets more than
+    /// the shared budget granted.
+    pub fn reservation_size(&self) -> u32 {
+        let per_window = RESERVATION_WINDOW.as_nanos() / self.emission_interval().as_nanos().max(1);
+        u32::try_from(per_window)
+            .unwrap_or(MAX_RESERVATION)
+            .clamp(1, MAX_RESERVATION)
+    }
 }
+
+/// See [`RateLimit::reservation_size`]: 5% of a second's budget.
+pub const RESERVATION_WINDOW: Duration = Duration::from_millis(50);
+pub const MAX_RESERVATION: u32 = 100;
+/// Reserved requests not used by then are forfeited (they were taken long ago).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(1);
 
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -224,6 +243,17 @@ mod tests {
         assert_eq!(limit.emission_interval(), Duration::from_secs(1));
         assert_eq!(RateLimit::parse("off").unwrap(), None);
         assert_eq!(RateLimit::parse("OFF").unwrap(), None);
+    }
+
+    #[test]
+    fn a_reservation_is_what_the_limit_allows_in_50_ms_within_1_to_100() {
+        let size = |text: &str| RateLimit::parse(text).unwrap().unwrap().reservation_size();
+        assert_eq!(size("5/m"), 1);
+        assert_eq!(size("19/s"), 1);
+        assert_eq!(size("6000/m"), 5);
+        assert_eq!(size("1000/s"), 50);
+        assert_eq!(size("1000000/s"), MAX_RESERVATION);
+        assert_eq!(size("1000000/h"), 13);
     }
 
     #[test]
