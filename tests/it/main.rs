@@ -9,6 +9,7 @@
 //! passed explicitly, never through `std::env::set_var`.
 mod common;
 
+mod browser_tokens;
 mod cli;
 mod compose;
 mod contract;
