@@ -283,6 +283,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("  Storage:   {s3} (embedded S3 endpoint)");
     }
     let key = Some(app.dev_api_key()).filter(|k| !k.is_empty());
+    // A ready link to the upload page, with a development browser token: like the key,
+    // printed only when the API listens on loopback and the development key is on.
+    if let (Some(addr), Some(_)) = (app.local_addr(), key) {
+        if addr.ip().is_loopback() {
+            let token = app.dev_browser_token().await?;
+            println!("  Upload:    {url}/upload#token={token}");
+        }
+    }
     if let Some(addr) = app.local_addr() {
         for line in partway::dev_key_lines(addr, key, &data_dir) {
             println!("{line}");

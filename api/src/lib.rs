@@ -5,6 +5,7 @@ mod direct_json;
 mod documents;
 pub mod error;
 pub mod models;
+pub mod page;
 pub mod rate_limit;
 pub mod redact;
 mod routes;
@@ -179,7 +180,10 @@ pub fn app(
     let spec = openapi_yaml();
     let allow = Arc::new(contract::AllowedMethods::from_spec(&spec));
     let docs = api.swagger_ui();
-    let route = Route::new().nest("/docs", docs.with(docs_headers()));
+    let page = page::routes(&app.storage_origins());
+    let route = Route::new()
+        .nest("/docs", docs.with(docs_headers()))
+        .nest("/upload", page);
     let route = match metrics {
         MetricsExposure::LoopbackOnMain => route.at(
             "/metrics",

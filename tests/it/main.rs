@@ -21,3 +21,4 @@ mod rate_limits;
 mod security;
 mod slow_clients;
 mod upload_flow;
+mod upload_page;

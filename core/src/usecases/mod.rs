@@ -130,6 +130,11 @@ impl App {
         &self.rate_limiter
     }
 
+    /// Where a browser sends part bytes: the origins of the server's storage.
+    pub fn storage_origins(&self) -> Vec<String> {
+        self.storage.browser_origins()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
