@@ -172,6 +172,15 @@ const scenarios = {
     return { resumeToken: await attr(row, 'resume-token'), problems };
   },
 
+  // Storage whose CORS rules do not let the page read the ETag: the file says so.
+  async storageRefused(browser, s) {
+    const { page, problems } = await openPage(browser, s.token);
+    await page.setInputFiles('#file-input', s.file);
+    const row = rowOf(page, path.basename(s.file));
+    await until('the error', async () => (await attr(row, 'status')) === 'error');
+    return { message: await row.locator('.message').textContent(), problems };
+  },
+
   // A token the API refuses: the page says why.
   async refused(browser, s) {
     const { page, problems } = await openPage(browser, s.token);

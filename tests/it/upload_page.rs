@@ -296,3 +296,113 @@ async fn the_page_is_served_with_its_policy_and_without_the_token() {
     );
     app.app.shutdown().await;
 }
+
+/// The bucket's CORS rule the README gives for real S3/R2: any origin may PUT and GET,
+/// and read the ETag.
+async fn set_bucket_cors(endpoint: &str, bucket: &str) {
+    use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .build();
+    let rule = CorsRule::builder()
+        .allowed_origins("*")
+        .allowed_methods("PUT")
+        .allowed_methods("GET")
+        .allowed_headers("*")
+        .expose_headers("ETag")
+        .max_age_seconds(600)
+        .build()
+        .unwrap();
+    aws_sdk_s3::Client::from_conf(config)
+        .put_bucket_cors()
+        .bucket(bucket)
+        .cors_configuration(
+            CorsConfiguration::builder()
+                .cors_rules(rule)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("put bucket CORS");
+}
+
+/// The same page against `partway-api` + 2 workers on PostgreSQL, RabbitMQ, Redis and
+/// moto: first without bucket CORS (the page says so), then with it: three files (one of
+/// 64 MiB) stored with their SHA-256, and a reload at ~40% that sends only the rest.
+#[tokio::test]
+async fn the_upload_page_in_chromium_against_api_and_two_workers() {
+    let Some(browser) = browser() else {
+        return;
+    };
+    let Some(cluster) = crate::common::cluster::Cluster::start(2).await else {
+        return;
+    };
+    let env = |name: &str| {
+        cluster
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let (storage, bucket) = (env("PARTWAY_S3_ENDPOINT"), env("PARTWAY_S3_BUCKET"));
+    let api = &cluster.api;
+    let work = tempfile::tempdir().unwrap();
+
+    let (small, _) = write_file(work.path(), "no-cors.txt", 1000, 8);
+    let (_, token) = mint(api, json!({})).await;
+    let r = run_page(
+        &browser,
+        &api.base,
+        work.path(),
+        json!({"kind": "storageRefused", "token": token, "file": small.display().to_string()}),
+    )
+    .await;
+    assert!(r["message"].as_str().unwrap().contains("CORS"), "{r}");
+
+    set_bucket_cors(&storage, &bucket).await;
+    let files = [
+        write_file(work.path(), "video.bin", 64 * MIB, 11),
+        write_file(work.path(), "photo.jpg", MIB + 17, 12),
+        write_file(work.path(), "report.pdf", 12 * MIB + 5, 13),
+    ];
+    let (_, token) = mint(api, json!({})).await;
+    let result = run_page(
+        &browser,
+        &api.base,
+        work.path(),
+        json!({
+            "kind": "upload",
+            "token": token,
+            "files": files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
+        }),
+    )
+    .await;
+    for ((_, sha), shown) in files.iter().zip(result["files"].as_array().unwrap()) {
+        assert_stored(api, shown["resumeToken"].as_str().unwrap(), sha).await;
+    }
+
+    let (path, sha) = write_file(work.path(), "reloaded.bin", 32 * MIB, 14);
+    let (_, token) = mint(api, json!({})).await;
+    let r = run_page(
+        &browser,
+        &api.base,
+        work.path(),
+        json!({"kind": "reload", "token": token, "file": path.display().to_string(),
+               "throttle": THROTTLE, "storage": storage, "at": 0.4}),
+    )
+    .await;
+    let total = r["total"].as_u64().unwrap();
+    let remaining = r["remaining"].as_u64().unwrap();
+    assert_eq!(r["resumed"], json!(true), "{r}");
+    assert!(remaining < total && remaining > 0, "{r}");
+    assert_eq!(r["puts"].as_u64(), Some(remaining), "{r}");
+    assert_stored(api, r["resumeToken"].as_str().unwrap(), &sha).await;
+}

@@ -315,7 +315,8 @@ class Upload {
         return;
       } catch (err) {
         this.loaded.delete(n);
-        if (err.name === 'AbortError' || err instanceof HttpError && err.status !== 0 && !err.storage) throw err;
+        if (err.name === 'AbortError' || err.fatal) throw err;
+        if (err instanceof HttpError && err.status !== 0 && !err.storage) throw err;
         if (attempt >= MAX_ATTEMPTS) {
           if (err.status === 0) {
             throw new HttpError(0, 'STORAGE_CORS',
@@ -348,8 +349,10 @@ class Upload {
         if (xhr.status >= 200 && xhr.status < 300 && etag) {
           resolve(etag);
         } else if (xhr.status >= 200 && xhr.status < 300) {
-          const err = new HttpError(0, 'STORAGE_CORS', 'Storage does not expose the ETag header to this page (its CORS rules need ExposeHeaders: ETag).');
+          // Storage took the part but its CORS rules hide the ETag: retrying cannot help.
+          const err = new HttpError(0, 'STORAGE_CORS', 'Storage accepted the part but does not let this page read its ETag: the bucket\'s CORS rules must allow this page\'s origin and expose the ETag header (see the README).');
           err.storage = true;
+          err.fatal = true;
           reject(err);
         } else {
           const err = new HttpError(xhr.status, 'STORAGE', `storage answered ${xhr.status}`);
