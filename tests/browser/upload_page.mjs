@@ -80,6 +80,7 @@ const scenarios = {
   async upload(browser, s) {
     const { page, problems } = await openPage(browser, s.token, s.viewport);
     await throttle(page, s.throttle);
+    const started = Date.now();
     await page.setInputFiles('#file-input', s.files);
     const names = s.files.map((f) => path.basename(f));
     const largest = rowOf(page, names[s.largest || 0]);
@@ -100,7 +101,7 @@ const scenarios = {
         link: await row.locator('.result-link').getAttribute('href'),
       });
     }
-    return { files, screenshot, overflow, problems };
+    return { elapsedMs: Date.now() - started, files, screenshot, overflow, problems };
   },
 
   // A reload at ~40%: the same file picked again resumes its upload; only the missing
