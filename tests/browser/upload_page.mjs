@@ -80,6 +80,10 @@ const scenarios = {
   async upload(browser, s) {
     const { page, problems } = await openPage(browser, s.token, s.viewport);
     await throttle(page, s.throttle);
+    let refusedPuts = 0;
+    page.on('response', (r) => {
+      if (r.request().method() === 'PUT' && r.status() === 403) refusedPuts += 1;
+    });
     const started = Date.now();
     await page.setInputFiles('#file-input', s.files);
     const names = s.files.map((f) => path.basename(f));
@@ -101,7 +105,7 @@ const scenarios = {
         link: await row.locator('.result-link').getAttribute('href'),
       });
     }
-    return { elapsedMs: Date.now() - started, files, screenshot, overflow, problems };
+    return { elapsedMs: Date.now() - started, refusedPuts, files, screenshot, overflow, problems };
   },
 
   // A reload at ~40%: the same file picked again resumes its upload; only the missing
@@ -173,8 +177,9 @@ const scenarios = {
     return { resumeToken: await attr(row, 'resume-token'), problems };
   },
 
-  // Storage whose CORS rules do not let the page read the ETag: the file says so.
-  async storageRefused(browser, s) {
+  // A file the page cannot upload (too large for the token, storage without CORS, …):
+  // its row says why.
+  async rowError(browser, s) {
     const { page, problems } = await openPage(browser, s.token);
     await page.setInputFiles('#file-input', s.file);
     const row = rowOf(page, path.basename(s.file));

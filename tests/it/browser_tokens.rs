@@ -372,3 +372,50 @@ async fn max_uploads_holds_across_two_api_processes() {
     let (_, listed) = second.get_with_key("/api/v1/uploads", &token).await;
     assert_eq!(listed["uploads"].as_array().unwrap().len(), 5);
 }
+
+/// `partway tokens create` beside the running service: the token alone on the last line,
+/// limited as asked; out-of-range lifetimes refused.
+#[tokio::test]
+async fn tokens_cli_mints_a_working_limited_token() {
+    let app = TestApp::spawn().await;
+    let bin = env!("CARGO_BIN_EXE_partway");
+    let output = std::process::Command::new(bin)
+        .args(["tokens", "create", "--owner", "web", "--expires-in", "30m"])
+        .args([
+            "--max-file-size",
+            "2MiB",
+            "--allowed-content-types",
+            "image/*,text/plain",
+        ])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim().to_string();
+    assert!(token.starts_with("pwb_"), "{stdout}");
+    assert!(!stderr.contains(&token), "shown once, on stdout");
+    let (status, body) = init_with(&app, &token, file("a.png", MIB, "image/png")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = init_with(&app, &token, file("b.png", 3 * MIB, "image/png")).await;
+    assert_error(status, &body, 400, "INVALID_FILE_SIZE");
+    let (status, body) = init_with(&app, &token, file("c.pdf", MIB, "application/pdf")).await;
+    assert_error(status, &body, 400, "INVALID_CONTENT_TYPE");
+    // The token belongs to `web`, not to the development key's owner.
+    let (_, listed) = app.get("/api/v1/uploads").await;
+    assert_eq!(listed["uploads"], json!([]));
+
+    let refused = std::process::Command::new(bin)
+        .args(["tokens", "create", "--owner", "web", "--expires-in", "2d"])
+        .env("PARTWAY_DATA_DIR", &app.data_dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("expiresIn"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    app.app.shutdown().await;
+}

@@ -263,6 +263,60 @@ async fn the_upload_page_in_chromium_against_the_all_in_one_service() {
     )
     .await;
     assert!(r["banner"].as_str().unwrap().contains("revoked"), "{r}");
+
+    // A file over the token's maxFileSize, and one of a type it does not allow.
+    let (_, limited) = mint(
+        &app,
+        json!({"maxFileSize": 500, "allowedContentTypes": ["image/*"]}),
+    )
+    .await;
+    let r = run_page(
+        &browser,
+        &base,
+        work.path(),
+        json!({"kind": "rowError", "token": limited, "file": small.display().to_string()}),
+    )
+    .await;
+    assert!(r["message"].as_str().unwrap().contains("too large"), "{r}");
+    let (_, images_only) = mint(&app, json!({"allowedContentTypes": ["image/*"]})).await;
+    let r = run_page(
+        &browser,
+        &base,
+        work.path(),
+        json!({"kind": "rowError", "token": images_only, "file": small.display().to_string()}),
+    )
+    .await;
+    assert!(
+        r["message"].as_str().unwrap().contains("not accepted"),
+        "{r}"
+    );
+    app.app.shutdown().await;
+}
+
+/// Part URLs that expire (2 s) before the page gets to them: storage refuses them (403),
+/// the page fetches fresh ones through resume, and the file arrives whole.
+#[tokio::test]
+async fn the_page_replaces_expired_part_urls_through_resume() {
+    let Some(browser) = browser() else {
+        return;
+    };
+    let app = TestApp::spawn_with(vec![("PARTWAY_URL_TTL".into(), "2s".into())]).await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, sha) = write_file(work.path(), "late.bin", 40 * MIB, 21);
+    let (_, token) = mint(&app, json!({})).await;
+    let r = run_page(
+        &browser,
+        &app.base,
+        work.path(),
+        json!({"kind": "upload", "token": token, "files": [path.display().to_string()],
+               "throttle": THROTTLE}),
+    )
+    .await;
+    assert!(
+        r["refusedPuts"].as_u64().unwrap() >= 1,
+        "some URL expired: {r}"
+    );
+    assert_stored(&app, r["files"][0]["resumeToken"].as_str().unwrap(), &sha).await;
     app.app.shutdown().await;
 }
 
@@ -362,7 +416,7 @@ async fn the_upload_page_in_chromium_against_api_and_two_workers() {
         &browser,
         &api.base,
         work.path(),
-        json!({"kind": "storageRefused", "token": token, "file": small.display().to_string()}),
+        json!({"kind": "rowError", "token": token, "file": small.display().to_string()}),
     )
     .await;
     assert!(r["message"].as_str().unwrap().contains("CORS"), "{r}");
