@@ -1,5 +1,5 @@
 //! The `partway` command line: the all-in-one service (the default), its admin
-//! commands (migrate, keys, openapi) and the client commands (upload, status, abort, ls).
+//! commands (migrate, keys, tokens, owners, openapi) and the client commands (upload, status, abort, ls).
 use clap::{Parser, Subcommand};
 use partway::{connect_database, migrate, Application};
 use partway_core::{
@@ -27,6 +27,11 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Mint browser tokens (short-lived credentials for web pages).
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
     },
     /// Owners and their quotas.
     Owners {
@@ -126,6 +131,35 @@ pub enum KeysAction {
 }
 
 #[derive(Subcommand)]
+pub enum TokensAction {
+    /// Mint a browser token for an owner (created when new); the token alone is printed
+    /// on the last line. It is stored hashed and never shown again.
+    Create {
+        #[arg(long)]
+        owner: String,
+        /// How long it lives: 60s ..= 24h, e.g. 30m, 3600s (default 1h).
+        #[arg(long, value_parser = parse_expires_in)]
+        expires_in: Option<u64>,
+        /// The largest file an upload with it may declare, e.g. 100MiB.
+        #[arg(long, value_parser = partway_client::parse_size)]
+        max_file_size: Option<u64>,
+        /// Allowed content types, comma-separated (`image/*,application/pdf`).
+        #[arg(long, value_delimiter = ',')]
+        allowed_content_types: Option<Vec<String>>,
+        /// How many uploads it may start.
+        #[arg(long)]
+        max_uploads: Option<u64>,
+        /// A name shown in lists.
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+fn parse_expires_in(text: &str) -> Result<u64, String> {
+    partway_core::config::parse_duration(text).map(|d| d.as_secs())
+}
+
+#[derive(Subcommand)]
 pub enum OwnersAction {
     /// Set an owner's quota overrides (the owner is created when new); a limit left
     /// out keeps its current value.
@@ -202,6 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys { action } => keys(Config::load()?, action).await,
         Command::Owners { action } => owners(Config::load()?, action).await,
+        Command::Tokens { action } => tokens(Config::load()?, action).await,
         Command::Openapi => {
             print!("{}", partway::openapi_yaml());
             Ok(())
@@ -248,6 +283,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("  Storage:   {s3} (embedded S3 endpoint)");
     }
     let key = Some(app.dev_api_key()).filter(|k| !k.is_empty());
+    // A ready link to the upload page, with a development browser token: like the key,
+    // printed only when the API listens on loopback and the development key is on.
+    if let (Some(addr), Some(_)) = (app.local_addr(), key) {
+        if addr.ip().is_loopback() {
+            let token = app.dev_browser_token().await?;
+            println!("  Upload:    {url}/upload#token={token}");
+        }
+    }
     if let Some(addr) = app.local_addr() {
         for line in partway::dev_key_lines(addr, key, &data_dir) {
             println!("{line}");
@@ -316,6 +359,40 @@ async fn keys(config: Config, action: KeysAction) -> anyhow::Result<()> {
         KeysAction::Revoke { id } => {
             auth::revoke_key(&db, id).await?;
             println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(config: Config, action: TokensAction) -> anyhow::Result<()> {
+    let db = connect_database(&config).await?;
+    migrate(&db).await?;
+    let db = partway_core::store::Store::new(db);
+    match action {
+        TokensAction::Create {
+            owner,
+            expires_in,
+            max_file_size,
+            allowed_content_types,
+            max_uploads,
+            label,
+        } => {
+            let limits = partway_core::domain::TokenLimits {
+                expires_in,
+                max_file_size,
+                allowed_content_types,
+                max_uploads,
+                metadata: None,
+                label,
+            };
+            let (model, token) =
+                partway_core::browser_token::create_for_owner(&db, &owner, &limits).await?;
+            eprintln!(
+                "created browser token {} for owner {owner}, valid until {}; it is shown once:",
+                model.id,
+                model.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            println!("{token}");
         }
     }
     Ok(())

@@ -45,6 +45,20 @@ impl Application {
         self.node.embedded_s3_endpoint()
     }
 
+    /// Mints the development browser token of the `Upload:` line (owner `dev`, 24 hours):
+    /// the only browser token partway ever prints (DESIGN §5).
+    pub async fn dev_browser_token(&self) -> anyhow::Result<String> {
+        let store = partway_core::store::Store::new(self.db().clone());
+        let limits = partway_core::domain::TokenLimits {
+            expires_in: Some(partway_core::domain::browser::MAX_EXPIRES_IN),
+            label: Some("development (printed at start)".into()),
+            ..Default::default()
+        };
+        let (_, token) =
+            partway_core::browser_token::create_for_owner(&store, DEV_OWNER, &limits).await?;
+        Ok(token)
+    }
+
     /// The database (tests inspect rows through it).
     pub fn db(&self) -> &DatabaseConnection {
         self.node.db()

@@ -13,11 +13,12 @@ use poem::{
 use serde_yaml::{Mapping, Value};
 
 /// The request bodies whose optional fields accept `null` as "absent".
-const REQUEST_SCHEMAS: [&str; 4] = [
+const REQUEST_SCHEMAS: [&str; 5] = [
     "InitRequest",
     "TokenRequest",
     "CompleteRequest",
     "PartReport",
+    "BrowserTokenRequest",
 ];
 
 /// Operations that take an upload's resume token, with where it goes.
@@ -429,6 +430,44 @@ mod tests {
         assert!(init["filename"].get("nullable").is_none());
         let next = &spec["components"]["schemas"]["UploadList"];
         assert!(!strings(&next["required"]).contains(&"nextCursor"));
+    }
+
+    #[test]
+    fn the_browser_token_request_states_the_domain_rules() {
+        use partway_core::domain::browser::{
+            valid_content_type_pattern, CONTENT_TYPE_PATTERN, MAX_CONTENT_TYPES, MAX_EXPIRES_IN,
+            MAX_LABEL_LEN, MAX_MAX_UPLOADS, MIN_EXPIRES_IN,
+        };
+        let spec = spec();
+        let props = &spec["components"]["schemas"]["BrowserTokenRequest"]["properties"];
+        assert_eq!(num(&props["expiresIn"]["minimum"]), MIN_EXPIRES_IN);
+        assert_eq!(num(&props["expiresIn"]["maximum"]), MAX_EXPIRES_IN);
+        assert_eq!(num(&props["maxUploads"]["maximum"]), MAX_MAX_UPLOADS);
+        assert_eq!(num(&props["maxFileSize"]["maximum"]), S3_MAX_OBJECT_SIZE);
+        assert_eq!(num(&props["label"]["maxLength"]), MAX_LABEL_LEN as u64);
+        let types = &props["allowedContentTypes"];
+        assert_eq!(num(&types["maxItems"]), MAX_CONTENT_TYPES as u64);
+        assert_eq!(
+            types["items"]["pattern"].as_str(),
+            Some(CONTENT_TYPE_PATTERN)
+        );
+        assert_eq!(props["label"]["nullable"].as_bool(), Some(true));
+        let re = regex::Regex::new(CONTENT_TYPE_PATTERN).unwrap();
+        for p in [
+            "image/*",
+            "application/pdf",
+            "a/b",
+            "x-y/z.w+json",
+            "*/*",
+            "image/",
+            "/png",
+            "image/png/x",
+            "im age/png",
+            "image/**",
+            "video/mp4;x=1",
+        ] {
+            assert_eq!(valid_content_type_pattern(p), re.is_match(p), "{p}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod direct_json;
 mod documents;
 pub mod error;
 pub mod models;
+pub mod page;
 pub mod rate_limit;
+pub mod redact;
 mod routes;
 pub mod slow;
 
@@ -17,7 +19,7 @@ use poem::{
     endpoint::make_sync,
     http::{header, Method},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    middleware::{Cors, SetHeader, Tracing},
+    middleware::{Cors, SetHeader},
     web::{RemoteAddr, WithContentType},
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
 };
@@ -93,6 +95,46 @@ fn docs_headers() -> SetHeader {
         .overriding(header::REFERRER_POLICY, "no-referrer")
 }
 
+/// Routes only an API key may call (DESIGN §5): a browser token is refused with 403
+/// `FORBIDDEN` here, before its body is read or validated.
+fn api_key_only(path: &str) -> bool {
+    let under = |base: &str| {
+        path == base
+            || path
+                .strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    under("/api/v1/browser-tokens") || under("/api/v1/webhooks")
+}
+
+async fn forbid_browser_tokens<E: Endpoint<Output = poem::Response>>(
+    next: Arc<E>,
+    req: poem::Request,
+) -> poem::Result<poem::Response> {
+    if api_key_only(req.uri().path()) {
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            });
+        let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        if key
+            .or(bearer)
+            .is_some_and(|k| partway_core::domain::browser::is_browser_token(k.trim()))
+        {
+            return Ok(error::envelope(
+                ErrorCode::Forbidden,
+                "a browser token cannot call this route; use an API key",
+            ));
+        }
+    }
+    next.call(req).await
+}
+
 /// Where an API process serves `/metrics` (DESIGN §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsExposure {
@@ -138,7 +180,10 @@ pub fn app(
     let spec = openapi_yaml();
     let allow = Arc::new(contract::AllowedMethods::from_spec(&spec));
     let docs = api.swagger_ui();
-    let route = Route::new().nest("/docs", docs.with(docs_headers()));
+    let page = page::routes(&app.storage_origins());
+    let route = Route::new()
+        .nest("/docs", docs.with(docs_headers()))
+        .nest("/upload", page);
     let route = match metrics {
         MetricsExposure::LoopbackOnMain => route.at(
             "/metrics",
@@ -191,12 +236,15 @@ pub fn app(
     route
         // Inside CORS: preflights are not counted, and a 429 carries the CORS headers.
         .around(rate_limit::limit_requests)
+        .around(forbid_browser_tokens)
+        // Type-erased here: the middleware stack's type is otherwise too deep to compile.
+        .boxed()
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .data(app)
         .data(body::BodyReadTimeout(body_read_timeout))
         // Every answer is JSON, YAML, plain text or the docs page: never sniffed.
         .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .with(Tracing)
+        .around(redact::trace_requests)
         .catch_all_error(|err| async move { error::to_envelope(err) })
         .map_to_response()
         .around(move |next, req| contract::add_allow(allow.clone(), next, req))

@@ -3,9 +3,11 @@
 //! core's views into documents, and says which code a bad request field gets.
 use chrono::{DateTime, SecondsFormat, Utc};
 use partway_core::{
-    domain::{ByoCredentials, ErrorCode, Progress},
+    browser_token::shown_limits,
+    domain::{ByoCredentials, ErrorCode, Progress, TokenLimits},
     usecases::{InitInput, PartView},
 };
+use partway_entity::browser_token;
 
 use crate::body::ContractBody;
 
@@ -107,5 +109,66 @@ pub fn part_doc(p: PartView) -> PartDoc {
         start: p.start,
         end: p.end,
         expires_at: rfc3339(p.expires_at),
+    }
+}
+
+impl ContractBody for BrowserTokenRequest {
+    fn missing_code(_field: &str) -> ErrorCode {
+        ErrorCode::InvalidParameter
+    }
+    fn invalid_code(field: &str) -> ErrorCode {
+        match field {
+            "maxFileSize" => ErrorCode::InvalidFileSize,
+            "allowedContentTypes" => ErrorCode::InvalidContentType,
+            "metadata" => ErrorCode::InvalidMetadata,
+            _ => ErrorCode::InvalidParameter,
+        }
+    }
+}
+
+pub fn token_limits(req: BrowserTokenRequest) -> TokenLimits {
+    TokenLimits {
+        expires_in: req.expires_in,
+        max_file_size: req.max_file_size,
+        allowed_content_types: req.allowed_content_types,
+        max_uploads: req.max_uploads,
+        metadata: req.metadata,
+        label: req.label,
+    }
+}
+
+fn non_negative(n: Option<i64>) -> Option<u64> {
+    n.and_then(|n| u64::try_from(n).ok())
+}
+
+pub fn browser_token_doc(token: &browser_token::Model) -> BrowserTokenDoc {
+    let (allowed_content_types, metadata) = shown_limits(token);
+    BrowserTokenDoc {
+        id: token.id.to_string(),
+        prefix: token.prefix.clone(),
+        created_at: rfc3339(token.created_at),
+        expires_at: rfc3339(token.expires_at),
+        uploads_created: u64::try_from(token.uploads_created).unwrap_or(0),
+        label: token.label.clone(),
+        max_file_size: non_negative(token.max_file_size),
+        allowed_content_types,
+        max_uploads: non_negative(token.max_uploads),
+        metadata,
+    }
+}
+
+pub fn browser_token_created(token: &browser_token::Model, secret: String) -> BrowserTokenCreated {
+    let doc = browser_token_doc(token);
+    BrowserTokenCreated {
+        success: true,
+        id: doc.id,
+        token: secret,
+        expires_at: doc.expires_at,
+        expires_in: u64::try_from((token.expires_at - token.created_at).num_seconds()).unwrap_or(0),
+        label: doc.label,
+        max_file_size: doc.max_file_size,
+        allowed_content_types: doc.allowed_content_types,
+        max_uploads: doc.max_uploads,
+        metadata: doc.metadata,
     }
 }

@@ -25,14 +25,20 @@ pub fn is_exempt(path: &str) -> bool {
 }
 
 /// The credential a request presents, read as the routes read it: `x-api-key`, else
-/// `Authorization: Bearer`.
+/// `Authorization: Bearer`, else (the event stream's EventSource) `?access_token=`.
 fn presented_key(req: &Request) -> Option<String> {
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.to_owned());
     }
-    req.headers()
-        .typed_get::<Authorization<Bearer>>()
-        .map(|auth| auth.token().to_owned())
+    if let Some(auth) = req.headers().typed_get::<Authorization<Bearer>>() {
+        return Some(auth.token().to_owned());
+    }
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(name, _)| *name == "access_token")
+            .map(|(_, value)| value.to_owned())
+    })
 }
 
 /// The client's address: the TCP peer (unspecified when the listener has none, e.g.
@@ -113,5 +119,13 @@ mod tests {
             .header("authorization", "Basic cHc6Yg==")
             .finish();
         assert_eq!(presented_key(&req), None);
+        let req = Request::builder()
+            .uri(
+                "/api/v1/upload/multipart/mpu_x/events?a=1&access_token=pwb_c"
+                    .parse()
+                    .unwrap(),
+            )
+            .finish();
+        assert_eq!(presented_key(&req).as_deref(), Some("pwb_c"));
     }
 }

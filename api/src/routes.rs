@@ -32,6 +32,8 @@ enum Tag {
     Uploads,
     /// Liveness and readiness
     Operations,
+    /// Browser tokens: short-lived credentials for web pages (API keys only)
+    BrowserTokens,
 }
 
 /// `x-api-key: <key>`
@@ -57,6 +59,36 @@ impl Auth {
             Auth::Bearer(b) => &b.0.token,
         }
     }
+}
+
+/// `?access_token=<browser token or key>`: for EventSource, which cannot send headers.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "access_token", key_in = "query")]
+pub struct AccessTokenQuery(ApiKey);
+
+/// The event stream's credential: a header, or the `access_token` query parameter.
+#[derive(SecurityScheme)]
+pub enum EventsAuth {
+    ApiKey(ApiKeyAuth),
+    Bearer(BearerAuth),
+    Query(AccessTokenQuery),
+}
+
+impl EventsAuth {
+    fn key(&self) -> &str {
+        match self {
+            EventsAuth::ApiKey(k) => &k.0.key,
+            EventsAuth::Bearer(b) => &b.0.token,
+            EventsAuth::Query(q) => &q.0.key,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum BrowserTokenCreatedResponse {
+    /// The token, shown this once.
+    #[oai(status = 201)]
+    Created(Json<BrowserTokenCreated>),
 }
 
 // One response per request: the size difference between variants costs nothing.
@@ -498,7 +530,7 @@ impl UploadApi {
     async fn events(
         &self,
         app: AppData<'_>,
-        auth: Auth,
+        auth: EventsAuth,
         #[oai(
             name = "resumeToken",
             validator(
@@ -507,7 +539,7 @@ impl UploadApi {
         )]
         resume_token: Path<String>,
     ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
-        let caller = caller(&app, &auth).await?;
+        let caller = app.authenticate(Some(auth.key())).await?;
         let upload = app.get(&caller, &resume_token.0).await?;
         let lease = app.open_stream(&caller, auth.key())?;
         let app: Arc<App> = Arc::clone(&app);
@@ -604,6 +636,86 @@ impl UploadApi {
             success: true,
             uploads,
             next_cursor,
+        }))
+    }
+
+    /// Mint a browser token (API keys only).
+    ///
+    /// A short-lived credential for a web page: it may start uploads within its limits
+    /// and sees only the uploads it started. `token` is shown once and stored hashed.
+    /// A browser token calling this answers 403 `FORBIDDEN`.
+    #[oai(
+        path = "/api/v1/browser-tokens",
+        method = "post",
+        operation_id = "createBrowserToken",
+        tag = "Tag::BrowserTokens"
+    )]
+    async fn create_browser_token(
+        &self,
+        app: AppData<'_>,
+        auth: Auth,
+        body: ContractJson<BrowserTokenRequest>,
+    ) -> ApiResult<BrowserTokenCreatedResponse> {
+        let caller = caller(&app, &auth).await?;
+        let (row, secret) = app
+            .create_browser_token(&caller, &token_limits(body.0))
+            .await?;
+        Ok(BrowserTokenCreatedResponse::Created(Json(
+            browser_token_created(&row, secret),
+        )))
+    }
+
+    /// The owner's live browser tokens (never their secret), newest first.
+    #[oai(
+        path = "/api/v1/browser-tokens",
+        method = "get",
+        operation_id = "listBrowserTokens",
+        tag = "Tag::BrowserTokens"
+    )]
+    async fn list_browser_tokens(
+        &self,
+        app: AppData<'_>,
+        auth: Auth,
+    ) -> ApiResult<Json<BrowserTokenList>> {
+        let caller = caller(&app, &auth).await?;
+        let tokens = app.list_browser_tokens(&caller).await?;
+        Ok(Json(BrowserTokenList {
+            success: true,
+            tokens: tokens.iter().map(browser_token_doc).collect(),
+        }))
+    }
+
+    /// Revoke a browser token: refused everywhere within 30 seconds (at once by the
+    /// API process that revoked it); open event streams end at their next check.
+    #[oai(
+        path = "/api/v1/browser-tokens/:id",
+        method = "delete",
+        operation_id = "revokeBrowserToken",
+        tag = "Tag::BrowserTokens"
+    )]
+    async fn revoke_browser_token(
+        &self,
+        app: AppData<'_>,
+        auth: Auth,
+        /// The token's `id` (a UUID, lowercase).
+        #[oai(
+            name = "id",
+            validator(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        )]
+        id: Path<String>,
+    ) -> ApiResult<Json<BrowserTokenRevoked>> {
+        let caller = caller(&app, &auth).await?;
+        let parsed = uuid::Uuid::parse_str(&id.0).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                "id must be a browser token's id",
+            )
+        })?;
+        app.revoke_browser_token(&caller, parsed).await?;
+        Ok(Json(BrowserTokenRevoked {
+            success: true,
+            id: parsed.to_string(),
+            revoked: true,
         }))
     }
 

@@ -1,10 +1,13 @@
 //! API keys: created once and shown once, stored as SHA-256, looked up by hash and
-//! cached briefly (a revoked key stops working within `CACHE_TTL`).
+//! cached briefly (a revoked key stops working within `CACHE_TTL`). Browser tokens
+//! (`browser_token.rs`) are resolved through the same cache.
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use chrono::{DateTime, Utc};
 
 use partway_entity::api_key;
 use sea_orm::DbErr;
@@ -12,68 +15,151 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{api_key_display_prefix, constant_time_eq, generate_api_key, hash_api_key},
-    domain::{validate_owner_name, ValidationError},
+    domain::{browser::is_browser_token, validate_owner_name, BrowserScope, ValidationError},
     store::Store,
 };
 
-/// Who is calling.
+/// Who is calling: an owner, through an API key or a browser token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub owner_id: Uuid,
     pub owner_name: String,
+    /// Set when the credential is a browser token: what it may do. Such a caller sees
+    /// only the uploads made with its token.
+    pub browser: Option<Arc<BrowserScope>>,
+}
+
+impl Caller {
+    /// The browser token the caller presented, if it did.
+    pub fn browser_token_id(&self) -> Option<Uuid> {
+        self.browser.as_ref().map(|b| b.token_id)
+    }
+}
+
+/// What a presented credential is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Valid(Caller),
+    /// Unknown, or an API key that was revoked.
+    Unknown,
+    /// A browser token past its expiry.
+    Expired,
+    /// A revoked browser token.
+    Revoked,
+}
+
+/// What the cache holds for a hash: the caller, and for a browser token when it ends.
+#[derive(Debug, Clone)]
+enum Entry {
+    Unknown,
+    Caller { caller: Caller, revoked: bool },
+}
+
+impl Entry {
+    fn credential(&self, now: DateTime<Utc>) -> Credential {
+        match self {
+            Entry::Unknown => Credential::Unknown,
+            Entry::Caller { revoked: true, .. } => Credential::Revoked,
+            Entry::Caller { caller, .. } => match &caller.browser {
+                Some(scope) if scope.expires_at <= now => Credential::Expired,
+                _ => Credential::Valid(caller.clone()),
+            },
+        }
+    }
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const MAX_CACHED_KEYS: usize = 10_000;
 
+/// API keys and browser tokens by their hash, each answer kept [`CACHE_TTL`] after it
+/// was loaded (not after its last use), so a revocation holds within that time on
+/// every replica.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
+    entries: Mutex<HashMap<String, (Instant, Entry)>>,
 }
 
 impl KeyCache {
-    /// Resolves a presented key; None when unknown or revoked.
-    pub async fn resolve(&self, store: &Store, presented: &str) -> Result<Option<Caller>, DbErr> {
+    /// Resolves a presented key or browser token.
+    pub async fn resolve(&self, store: &Store, presented: &str) -> Result<Credential, DbErr> {
         let hash = hash_api_key(presented);
-        if let Some((at, caller)) = self
+        if let Some((at, entry)) = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&hash)
         {
             if at.elapsed() < CACHE_TTL {
-                return Ok(caller.clone());
+                return Ok(entry.credential(Utc::now()));
             }
         }
-        self.refresh(store, hash).await
+        self.refresh(store, presented, hash).await
     }
 
-    /// Looks the key up in the store, past the cache, and caches the answer: an open
-    /// event stream checks this way, so a revocation ends it (and then fails new
+    /// Looks the credential up in the store, past the cache, and caches the answer: an
+    /// open event stream checks this way, so a revocation ends it (and then fails new
     /// requests here) without waiting for the cache.
-    pub async fn recheck(&self, store: &Store, presented: &str) -> Result<Option<Caller>, DbErr> {
-        self.refresh(store, hash_api_key(presented)).await
+    pub async fn recheck(&self, store: &Store, presented: &str) -> Result<Credential, DbErr> {
+        self.refresh(store, presented, hash_api_key(presented))
+            .await
     }
 
-    async fn refresh(&self, store: &Store, hash: String) -> Result<Option<Caller>, DbErr> {
-        let caller = lookup(store, &hash).await?;
+    /// Drops what is cached for this hash: the next request looks it up again.
+    pub fn forget(&self, hash: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash);
+    }
+
+    async fn refresh(
+        &self,
+        store: &Store,
+        presented: &str,
+        hash: String,
+    ) -> Result<Credential, DbErr> {
+        let entry = if is_browser_token(presented) {
+            lookup_browser_token(store, &hash).await?
+        } else {
+            lookup(store, &hash).await?
+        };
+        let credential = entry.credential(Utc::now());
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED_KEYS {
             entries.clear();
         }
-        entries.insert(hash, (Instant::now(), caller.clone()));
-        Ok(caller)
+        entries.insert(hash, (Instant::now(), entry));
+        Ok(credential)
     }
 }
 
-async fn lookup(store: &Store, hash: &str) -> Result<Option<Caller>, DbErr> {
+async fn lookup(store: &Store, hash: &str) -> Result<Entry, DbErr> {
     Ok(store
         .key_by_hash(hash)
         .await?
         .filter(|(key, _)| constant_time_eq(&key.key_hash, hash))
-        .map(|(_, owner)| Caller {
-            owner_id: owner.id,
-            owner_name: owner.name,
+        .map_or(Entry::Unknown, |(_, owner)| Entry::Caller {
+            caller: Caller {
+                owner_id: owner.id,
+                owner_name: owner.name,
+                browser: None,
+            },
+            revoked: false,
+        }))
+}
+
+async fn lookup_browser_token(store: &Store, hash: &str) -> Result<Entry, DbErr> {
+    Ok(store
+        .browser_token_by_hash(hash)
+        .await?
+        .filter(|(token, _)| constant_time_eq(&token.token_hash, hash))
+        .map_or(Entry::Unknown, |(token, owner)| Entry::Caller {
+            revoked: token.revoked_at.is_some(),
+            caller: Caller {
+                owner_id: owner.id,
+                owner_name: owner.name,
+                browser: Some(Arc::new(crate::browser_token::scope_of(&token))),
+            },
         }))
 }
 

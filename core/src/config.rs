@@ -462,6 +462,12 @@ impl Config {
         config.allowed_endpoints()?;
         if let Some(key) = &config.dev_api_key {
             let key = key.expose().trim();
+            if crate::domain::browser::is_browser_token(key) {
+                return Err(ConfigError::Invalid(
+                    "PARTWAY_DEV_API_KEY must not start with `pwb_`: that prefix marks browser tokens"
+                        .into(),
+                ));
+            }
             if !key.eq_ignore_ascii_case("off") && key.chars().count() < MIN_DEV_API_KEY_CHARS {
                 return Err(ConfigError::Invalid(format!(
                     "PARTWAY_DEV_API_KEY must have at least {MIN_DEV_API_KEY_CHARS} characters \
@@ -558,6 +564,15 @@ mod tests {
         }
         let config = Config::load_from(env(&[])).unwrap();
         assert_eq!(config.dev_key(), DevKey::Generated);
+        let browser_like = format!("pwb_{}", "k".repeat(40));
+        let err = Config::load_from(env(&[("PARTWAY_DEV_API_KEY", &browser_like)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pwb_"), "{err}");
+        assert!(
+            !err.contains(&browser_like),
+            "the key is never shown: {err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod domain;
 
 pub mod auth;
+pub mod browser_token;
 pub mod cache;
 pub mod config;
 pub mod crypto;

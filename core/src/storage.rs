@@ -104,6 +104,14 @@ impl StorageTarget {
 }
 
 /// The S3 endpoint of a Cloudflare R2 account.
+/// `scheme://host[:port]` of an endpoint URL (path, query and user info dropped).
+pub fn origin_of(endpoint: &str) -> String {
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
+}
+
 pub fn r2_endpoint(account: &str) -> String {
     format!("https://{account}.r2.cloudflarestorage.com")
 }
@@ -137,6 +145,33 @@ impl StorageRegistry {
 
     pub fn outbound(&self) -> &OutboundPolicy {
         &self.outbound
+    }
+
+    /// The origins (`scheme://host[:port]`) that presigned URLs of the server's storage
+    /// point to: what a browser page must be allowed to connect to (its CSP
+    /// `connect-src`). AWS S3 without an endpoint: the bucket's virtual-hosted and the
+    /// region's path-style origin.
+    pub fn browser_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = Vec::new();
+        for target in self.server_targets.values() {
+            match target
+                .public_endpoint
+                .as_deref()
+                .or(target.endpoint.as_deref())
+            {
+                Some(endpoint) => origins.push(origin_of(endpoint)),
+                None => {
+                    origins.push(format!(
+                        "https://{}.s3.{}.amazonaws.com",
+                        target.bucket, target.region
+                    ));
+                    origins.push(format!("https://s3.{}.amazonaws.com", target.region));
+                }
+            }
+        }
+        origins.sort();
+        origins.dedup();
+        origins
     }
 
     pub fn server_target(&self, provider: Provider) -> Option<&StorageTarget> {

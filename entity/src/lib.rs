@@ -6,6 +6,7 @@
 //! when the row is read, never a silent default.
 
 pub mod api_key;
+pub mod browser_token;
 pub mod idempotency_key;
 pub mod job;
 pub mod owner;

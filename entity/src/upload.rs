@@ -41,6 +41,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub completed_at: Option<DateTimeUtc>,
+    /// The browser token the upload was made with (None: an API key); such a token
+    /// sees only its own uploads.
+    pub browser_token_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial;
 mod m20261129_000001_owner_quotas;
+mod m20261129_000002_browser_tokens;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261129_000001_owner_quotas::Migration),
+            Box::new(m20261129_000002_browser_tokens::Migration),
         ]
     }
 }
@@ -47,9 +49,9 @@ mod tests {
             columns.contains(&"max_active_bytes".to_string()),
             "{columns:?}"
         );
-        Migrator::down(&db, Some(1))
+        Migrator::down(&db, Some(2))
             .await
-            .expect("quota migration down");
+            .expect("browser token and quota migrations down");
         let columns = owner_columns(&db).await;
         assert!(
             !columns.iter().any(|c| c.starts_with("max_active")),

@@ -378,3 +378,116 @@ impl UploadStatusParam {
             .map_or("", UploadStatus::as_str)
     }
 }
+
+/// Mint a browser token (DESIGN §5): a short-lived credential for a web page, scoped to
+/// the uploads it creates.
+#[derive(Object, Serialize, Deserialize, Default, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTokenRequest {
+    /// Seconds the token lives, 60 ..= 86400 (default 3600).
+    #[oai(validator(minimum(value = "60"), maximum(value = "86400")))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// The largest `fileSize` an init with this token may declare (bytes).
+    #[oai(validator(minimum(value = "1"), maximum(value = "53687091200000")))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<u64>,
+    /// Media types an init may declare: exact (`application/pdf`) or a main type
+    /// (`image/*`); absent: any. At most 32 entries.
+    #[oai(validator(
+        max_items = 32,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62})$"
+    ))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_content_types: Option<Vec<String>>,
+    /// How many uploads the token may start, 1 ..= 1000000 (absent: no limit).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uploads: Option<u64>,
+    /// Merged into the metadata of every upload made with the token, over the page's
+    /// keys (the same rules as an init's metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// A name for lists: at most 128 printable ASCII characters.
+    #[oai(validator(max_length = 128, pattern = "^[ -~]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A browser token as lists show it (never its secret).
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTokenDoc {
+    pub id: String,
+    /// The token's first characters, to tell tokens apart.
+    pub prefix: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// How many uploads were started with the token.
+    pub uploads_created: u64,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_content_types: Option<Vec<String>>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uploads: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A new browser token: `token` is shown this once.
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTokenCreated {
+    pub success: bool,
+    pub id: String,
+    /// `pwb_…`: give it to the page; it is not stored and never shown again.
+    pub token: String,
+    pub expires_at: String,
+    /// Seconds the token lives.
+    pub expires_in: u64,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_content_types: Option<Vec<String>>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uploads: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTokenList {
+    pub success: bool,
+    /// The owner's live tokens (not revoked, not expired), newest first.
+    pub tokens: Vec<BrowserTokenDoc>,
+}
+
+/// `DELETE /api/v1/browser-tokens/{id}`.
+#[derive(Object, Serialize, Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserTokenRevoked {
+    pub success: bool,
+    pub id: String,
+    pub revoked: bool,
+}

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     InvalidJson,
     InvalidParameter,
     InvalidEndpoint,
+    /// A content type a browser token does not allow.
+    InvalidContentType,
     UploadNotFound,
     NotFound,
     MethodNotAllowed,
@@ -89,7 +91,8 @@ impl ErrorCode {
             | ErrorCode::InvalidParts
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidParameter
-            | ErrorCode::InvalidEndpoint => 400,
+            | ErrorCode::InvalidEndpoint
+            | ErrorCode::InvalidContentType => 400,
             ErrorCode::Forbidden | ErrorCode::QuotaExceeded => 403,
             ErrorCode::UploadNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
@@ -184,6 +187,7 @@ mod tests {
             ("INVALID_JSON", 400),
             ("INVALID_PARAMETER", 400),
             ("INVALID_ENDPOINT", 400),
+            ("INVALID_CONTENT_TYPE", 400),
             ("FORBIDDEN", 403),
             ("QUOTA_EXCEEDED", 403),
             ("UPLOAD_NOT_FOUND", 404),

@@ -9,6 +9,7 @@
 //! passed explicitly, never through `std::env::set_var`.
 mod common;
 
+mod browser_tokens;
 mod cli;
 mod compose;
 mod contract;
@@ -20,3 +21,4 @@ mod rate_limits;
 mod security;
 mod slow_clients;
 mod upload_flow;
+mod upload_page;

@@ -136,6 +136,25 @@ pub struct ByoCredentials {
     pub r2_bucket: Option<String>,
 }
 
+impl ByoCredentials {
+    /// Whether any credential field was sent with a value (blank counts as absent).
+    pub fn any_sent(&self) -> bool {
+        [
+            &self.s3_access_key,
+            &self.s3_secret_key,
+            &self.s3_bucket,
+            &self.s3_region,
+            &self.s3_endpoint,
+            &self.r2_access_key,
+            &self.r2_secret_key,
+            &self.r2_account_id,
+            &self.r2_bucket,
+        ]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+    }
+}
+
 impl std::fmt::Debug for ByoCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secret = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");

@@ -6,6 +6,7 @@
 //! Kept free of I/O so the API, the worker and the tests share one definition of
 //! every rule and can exercise it without a database, queue or storage.
 
+pub mod browser;
 pub mod download;
 pub mod input;
 pub mod last_error;
@@ -16,6 +17,7 @@ pub mod rate_limit;
 pub mod url_pages;
 pub mod validate;
 
+pub use browser::{BrowserScope, TokenLimits};
 pub use download::attachment_disposition;
 pub use input::*;
 pub use last_error::{last_error_message, shown_last_error};

@@ -7,10 +7,12 @@
 //! - [`jobs`]: the job rows (the outbox): creation, the lease-based claim, outcomes, relay.
 //! - [`idempotency`]: remembered `Idempotency-Key`s.
 //! - [`keys`]: owners and API keys.
+//! - [`browser_tokens`]: browser tokens and the count behind their `maxUploads`.
 //! - [`owners`]: owners' quota overrides, the per-owner lock and usage count.
 //! - [`stats`]: the counts behind the metrics gauges.
 use sea_orm::{DatabaseConnection, DbErr};
 
+pub mod browser_tokens;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{idempotency, owners, parts, Store};
+use super::{browser_tokens, idempotency, owners, parts, Store};
 use crate::{
     domain::{last_error_message, ErrorCode, Quota, UploadStatus, ValidationError},
     ports::StoredPart,
@@ -59,6 +59,8 @@ pub struct UploadFilter {
     pub metadata: Option<(String, String)>,
     /// Only uploads listed after this one (newest first): `(created_at, id)`.
     pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// Only uploads made with this browser token (a token's caller sees no others).
+    pub browser_token: Option<Uuid>,
 }
 
 /// How an insert with an idempotency key ended.
@@ -150,22 +152,27 @@ impl Store {
         upload::Entity::find_by_id(id).one(&self.db).await
     }
 
-    /// The upload if `owner` owns it: another owner's upload is simply not found.
+    /// The upload if `owner` owns it (and, with `browser_token`, that token made it):
+    /// another owner's or another token's upload is simply not found.
     pub async fn owned_upload(
         &self,
         owner: Uuid,
+        browser_token: Option<Uuid>,
         id: Uuid,
     ) -> Result<Option<upload::Model>, DbErr> {
-        upload::Entity::find_by_id(id)
-            .filter(upload::Column::OwnerId.eq(owner))
-            .one(&self.db)
-            .await
+        let mut query = upload::Entity::find_by_id(id).filter(upload::Column::OwnerId.eq(owner));
+        if let Some(token) = browser_token {
+            query = query.filter(upload::Column::BrowserTokenId.eq(token));
+        }
+        query.one(&self.db).await
     }
 
     /// Writes a new upload and its init job (and the idempotency key, when given) in
     /// one transaction, when the owner's quota (`quota`, or their overrides) has room.
     /// The transaction first takes the owner's lock ([`owners::lock_owner`]), so the
-    /// count and the insert of concurrent inits never interleave: no overshoot.
+    /// count and the insert of concurrent inits never interleave: no overshoot. An
+    /// upload made with a browser token also takes one of the token's `maxUploads`
+    /// ([`browser_tokens::take_upload_slot`]), given back if anything else refuses it.
     pub async fn create_upload(
         &self,
         upload: upload::ActiveModel,
@@ -186,6 +193,15 @@ impl Store {
             if let Err(refused) = quota.admit(held, file_size) {
                 txn.rollback().await?;
                 return Ok(Created::QuotaExceeded(refused));
+            }
+        }
+        if let Some(token) = upload.browser_token_id.as_ref() {
+            if !browser_tokens::take_upload_slot(&txn, *token).await? {
+                txn.rollback().await?;
+                return Ok(Created::QuotaExceeded(ValidationError::new(
+                    ErrorCode::QuotaExceeded,
+                    "this browser token has made all the uploads it may (its maxUploads)",
+                )));
             }
         }
         let inserted = upload.insert(&txn).await?;
@@ -375,6 +391,9 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<upload::Model>, DbErr> {
         let mut query = upload::Entity::find().filter(upload::Column::OwnerId.eq(owner));
+        if let Some(token) = filter.browser_token {
+            query = query.filter(upload::Column::BrowserTokenId.eq(token));
+        }
         if let Some((key, value)) = &filter.metadata {
             query = query.filter(match self.db.get_database_backend() {
                 sea_orm::DbBackend::Postgres => Expr::cust_with_values(

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::{App, AppError};
 use crate::{
-    auth::Caller,
+    auth::{Caller, Credential},
     crypto::hash_api_key,
     domain::{ErrorCode, RateSubject},
 };
@@ -20,10 +20,7 @@ impl App {
                     "an API key is required (x-api-key header or Authorization: Bearer)",
                 )
             })?;
-        self.keys
-            .resolve(&self.store, key)
-            .await?
-            .ok_or_else(|| AppError::client(ErrorCode::Unauthorized, "the API key is not valid"))
+        credential_caller(self.keys.resolve(&self.store, key).await?)
     }
 }
 
@@ -34,10 +31,30 @@ impl App {
     /// checked (the database is down) counts as none: the route answers 503 anyway.
     pub async fn rate_subject(&self, presented: Option<&str>, address: IpAddr) -> RateSubject {
         if let Some(key) = presented.map(str::trim).filter(|k| !k.is_empty()) {
-            if let Ok(Some(_)) = self.keys.resolve(&self.store, key).await {
+            if let Ok(Credential::Valid(_)) = self.keys.resolve(&self.store, key).await {
                 return RateSubject::Credential(hash_api_key(key));
             }
         }
         RateSubject::address(address)
+    }
+}
+
+/// The caller of a valid credential; 401 `UNAUTHORIZED` otherwise, saying `expired` or
+/// `revoked` for a browser token that is (DESIGN §5).
+pub(crate) fn credential_caller(credential: Credential) -> Result<Caller, AppError> {
+    match credential {
+        Credential::Valid(caller) => Ok(caller),
+        Credential::Unknown => Err(AppError::client(
+            ErrorCode::Unauthorized,
+            "the API key is not valid",
+        )),
+        Credential::Expired => Err(AppError::client(
+            ErrorCode::Unauthorized,
+            "the browser token has expired; ask the application for a new one",
+        )),
+        Credential::Revoked => Err(AppError::client(
+            ErrorCode::Unauthorized,
+            "the browser token was revoked; ask the application for a new one",
+        )),
     }
 }

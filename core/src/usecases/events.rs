@@ -140,7 +140,7 @@ impl App {
             return Ok(());
         }
         match self.keys.recheck(&self.store, &lease.credential).await {
-            Ok(Some(caller)) if caller.owner_id == lease.owner => {
+            Ok(crate::auth::Credential::Valid(caller)) if caller.owner_id == lease.owner => {
                 lease.checked = Instant::now();
                 Ok(())
             }
@@ -184,6 +184,7 @@ mod tests {
         let other = Caller {
             owner_id: Uuid::new_v4(),
             owner_name: "other".into(),
+            browser: None,
         };
         let _c = t.app.open_stream(&other, "key").unwrap();
         drop(a);

@@ -22,6 +22,15 @@ use crate::{
 
 const IDEMPOTENCY_SCOPE: &str = "init";
 
+/// Where an init's `Idempotency-Key` is remembered: the owner's API keys share one
+/// scope, each browser token has its own (a token never gets another's upload back).
+fn idempotency_scope(caller: &Caller) -> String {
+    match caller.browser_token_id() {
+        Some(token) => format!("{IDEMPOTENCY_SCOPE}:{}", token.simple()),
+        None => IDEMPOTENCY_SCOPE.to_string(),
+    }
+}
+
 /// An init request as the client sent it.
 #[derive(Debug, Clone)]
 pub struct InitInput {
@@ -42,6 +51,18 @@ impl App {
         input: InitInput,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Accepted, AppError> {
+        let mut input = input;
+        if let Some(scope) = &caller.browser {
+            // Before any other check (DESIGN §5): a page never brings storage keys.
+            if input.credentials.any_sent() {
+                return Err(AppError::client(
+                    ErrorCode::Forbidden,
+                    "a browser token cannot send storage credentials",
+                ));
+            }
+            scope.admit(input.file_size, &input.content_type)?;
+            input.metadata = scope.merge_metadata(std::mem::take(&mut input.metadata))?;
+        }
         if input.filename.trim().is_empty() || input.content_type.trim().is_empty() {
             return Err(AppError::client(
                 ErrorCode::MissingRequiredFields,
@@ -126,12 +147,14 @@ impl App {
             updated_at: Set(now),
             expires_at: Set(expires_at),
             completed_at: Set(None),
+            browser_token_id: Set(caller.browser_token_id()),
         };
         let job = new_job(token.uuid(), JobKind::Init, serde_json::Value::Null);
         let job_id = *job.id.as_ref();
+        let scope = idempotency_scope(caller);
         let remembered = idempotency
             .as_ref()
-            .map(|key| (caller.owner_id, IDEMPOTENCY_SCOPE, key.as_str()));
+            .map(|key| (caller.owner_id, scope.as_str(), key.as_str()));
         let inserted = match self
             .store
             .create_upload(row, job, remembered, self.settings.quota)
@@ -171,7 +194,7 @@ impl App {
         };
         let Some(id) = self
             .store
-            .idempotent_upload(caller.owner_id, IDEMPOTENCY_SCOPE, key.as_str())
+            .idempotent_upload(caller.owner_id, &idempotency_scope(caller), key.as_str())
             .await?
         else {
             return Ok(None);

@@ -69,7 +69,10 @@ impl App {
         limit: PageLimit,
         cursor: Option<&str>,
     ) -> Result<(Vec<upload::Model>, Option<String>), AppError> {
-        let mut filter = UploadFilter::default();
+        let mut filter = UploadFilter {
+            browser_token: caller.browser_token_id(),
+            ..UploadFilter::default()
+        };
         if let Some(entry) = metadata.filter(|m| !m.is_empty()) {
             filter.metadata = Some(parse_metadata_filter(entry)?);
         }

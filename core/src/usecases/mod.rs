@@ -81,7 +81,7 @@ pub struct App {
     pub(crate) cache: Arc<dyn ProgressCache>,
     pub(crate) queue: Arc<dyn JobQueue>,
     master_key: MasterKey,
-    keys: KeyCache,
+    pub(crate) keys: KeyCache,
     streams: Arc<events::OpenStreams>,
     /// When `/metrics` last read the database gauges.
     gauges_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
@@ -130,6 +130,11 @@ impl App {
         &self.rate_limiter
     }
 
+    /// Where a browser sends part bytes: the origins of the server's storage.
+    pub fn storage_origins(&self) -> Vec<String> {
+        self.storage.browser_origins()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -169,7 +174,7 @@ impl App {
     ) -> Result<upload::Model, AppError> {
         let id = token_uuid(token)?;
         self.store
-            .owned_upload(caller.owner_id, id)
+            .owned_upload(caller.owner_id, caller.browser_token_id(), id)
             .await?
             .ok_or_else(AppError::not_found)
     }

@@ -16,12 +16,18 @@ impl App {
     }
 
     /// A status snapshot from the cache, if there is one for this caller's upload.
-    /// Stored as `owner id`, newline, document, so another owner never gets it.
+    /// Stored as `owner id:browser token id` (the token id empty for an API key's
+    /// upload), newline, document, so another owner, or another token, never gets it.
     pub async fn cached_status(&self, caller: &Caller, token: &str) -> Option<String> {
         let id = ResumeToken::parse(token)?.uuid();
         let raw = self.cache.snapshot(id).await?;
-        let (owner, doc) = raw.split_once('\n')?;
-        (owner == caller.owner_id.to_string()).then(|| doc.to_string())
+        let (whose, doc) = raw.split_once('\n')?;
+        let (owner, browser) = whose.split_once(':')?;
+        let token_matches = match caller.browser_token_id() {
+            Some(t) => browser == t.to_string(),
+            None => true,
+        };
+        (owner == caller.owner_id.to_string() && token_matches).then(|| doc.to_string())
     }
 
     /// Keeps a status document for the next polls (dropped on every change). A
@@ -29,7 +35,17 @@ impl App {
     pub async fn remember_status(&self, upload: &upload::Model, doc: String) {
         if upload.status != UploadStatus::Completed {
             self.cache
-                .put_snapshot(upload.id, format!("{}\n{doc}", upload.owner_id))
+                .put_snapshot(
+                    upload.id,
+                    format!(
+                        "{}:{}\n{doc}",
+                        upload.owner_id,
+                        upload
+                            .browser_token_id
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    ),
+                )
                 .await;
         }
     }
