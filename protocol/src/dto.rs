@@ -203,8 +203,8 @@ impl StatusDoc {
 #[serde(rename_all = "camelCase")]
 pub struct PartDoc {
     pub part_number: u32,
-    /// Shared with the server's cached URL page (`Arc`), so large answers don't copy
-    /// every URL; its schema is a string's.
+    // Shared with the server's cached URL page (`Arc`), so large answers don't copy
+    // every URL; its schema is a string's.
     pub url: Arc<String>,
     pub size: u64,
     pub start: u64,

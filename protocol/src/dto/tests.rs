@@ -39,7 +39,9 @@ fn progress() -> ProgressDoc {
 fn part(n: u32) -> PartDoc {
     PartDoc {
         part_number: n,
-        url: format!("http://127.0.0.1:9000/partway/a.bin?partNumber={n}&uploadId=u"),
+        url: std::sync::Arc::new(format!(
+            "http://127.0.0.1:9000/partway/a.bin?partNumber={n}&uploadId=u"
+        )),
         size: 5_242_880,
         start: (n as u64 - 1) * 5_242_880,
         end: n as u64 * 5_242_880 - 1,
