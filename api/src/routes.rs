@@ -24,6 +24,7 @@ use crate::{
     documents::{complete_result, init_result, resume_result, status_doc},
     error::ApiError,
     models::*,
+    params::ResumeTokenParam,
 };
 
 #[derive(Tags)]
@@ -411,22 +412,16 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(
-            name = "resumeToken",
-            validator(
-                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-            )
-        )]
-        resume_token: Path<String>,
+        #[oai(name = "resumeToken")] resume_token: Path<ResumeTokenParam>,
     ) -> ApiResult<Json<StatusDoc>> {
         let caller = caller(&app, &auth).await?;
         // Cache first: polling many times a second costs no database read.
-        if let Some(cached) = app.cached_status(&caller, &resume_token.0).await {
+        if let Some(cached) = app.cached_status(&caller, &resume_token.0 .0).await {
             if let Ok(doc) = StatusDoc::parse_from_json_string(&cached) {
                 return Ok(Json(doc));
             }
         }
-        let upload = app.get(&caller, &resume_token.0).await?;
+        let upload = app.get(&caller, &resume_token.0 .0).await?;
         let doc = status_doc(&app, &upload).await?;
         app.remember_status(&upload, doc.to_json_string()).await;
         Ok(Json(doc))
@@ -443,13 +438,7 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(
-            name = "resumeToken",
-            validator(
-                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-            )
-        )]
-        resume_token: Path<String>,
+        #[oai(name = "resumeToken")] resume_token: Path<ResumeTokenParam>,
         /// pending (default), uploaded or all
         state: Query<Option<PartStateParam>>,
         /// Only parts numbered above this.
@@ -463,7 +452,13 @@ impl UploadApi {
         let limit = PageLimit::parse(limit.0, PageLimit::MAX)?;
         let caller = caller(&app, &auth).await?;
         let (parts, next_after) = app
-            .list_parts(&caller, &resume_token.0, state, after.0.unwrap_or(0), limit)
+            .list_parts(
+                &caller,
+                &resume_token.0 .0,
+                state,
+                after.0.unwrap_or(0),
+                limit,
+            )
             .await?;
         Ok(Json(PartsPage {
             success: true,
@@ -483,13 +478,7 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: Auth,
-        #[oai(
-            name = "resumeToken",
-            validator(
-                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-            )
-        )]
-        resume_token: Path<String>,
+        #[oai(name = "resumeToken")] resume_token: Path<ResumeTokenParam>,
         /// 1 ..= 10000, and at most the upload's totalParts.
         #[oai(
             name = "partNumber",
@@ -502,7 +491,7 @@ impl UploadApi {
         let upload = app
             .report_part(
                 &caller,
-                &resume_token.0,
+                &resume_token.0 .0,
                 part_number.0,
                 &body.0.etag,
                 body.0.size,
@@ -531,16 +520,10 @@ impl UploadApi {
         &self,
         app: AppData<'_>,
         auth: EventsAuth,
-        #[oai(
-            name = "resumeToken",
-            validator(
-                pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-            )
-        )]
-        resume_token: Path<String>,
+        #[oai(name = "resumeToken")] resume_token: Path<ResumeTokenParam>,
     ) -> ApiResult<EventStream<BoxStream<'static, StatusDoc>>> {
         let caller = app.authenticate(Some(auth.key())).await?;
-        let upload = app.get(&caller, &resume_token.0).await?;
+        let upload = app.get(&caller, &resume_token.0 .0).await?;
         let lease = app.open_stream(&caller, auth.key())?;
         let app: Arc<App> = Arc::clone(&app);
         let events = app.subscribe(upload.id).await;
