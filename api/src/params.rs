@@ -68,10 +68,10 @@ mod tests {
     #[test]
     fn a_resume_token_matches_the_pattern_or_is_refused() {
         let token = "mpu_6f1c0a52-1d7e-4b7a-9a53-0d2b6f1e8c11";
-        assert_eq!(
-            ResumeTokenParam::parse_from_parameter(token).unwrap().0,
-            token
-        );
+        let parsed = ResumeTokenParam::parse_from_parameter(token)
+            .ok()
+            .map(|p| p.0);
+        assert_eq!(parsed.as_deref(), Some(token));
         for bad in [
             "",
             "mpu_6F1C0A52-1D7E-4B7A-9A53-0D2B6F1E8C11",
