@@ -204,18 +204,22 @@ pub fn to_envelope(err: poem::Error) -> Response {
         // A body read past its deadline (`body.rs`), already in the envelope.
         return err.into_response();
     }
-    let (code, message): (ErrorCode, String) = if let Some(e) =
-        err.downcast_ref::<poem_openapi::error::ParseParamError>()
-    {
-        if e.name == "resumeToken" {
-            // Like a well-formed token that names nothing (protocol::token): no probing.
-            (ErrorCode::UploadNotFound, "no such upload".into())
-        } else {
-            (
-                ErrorCode::InvalidParameter,
-                param_message(e.name, &e.reason),
-            )
-        }
+    // A malformed resume token fails a validator (`ParseParamError`) in bodies and its
+    // typed parameter's parse (`ParsePathError`) in paths; either way it names nothing.
+    let bad_resume_token = err
+        .downcast_ref::<poem_openapi::error::ParseParamError>()
+        .is_some_and(|e| e.name == "resumeToken")
+        || err
+            .downcast_ref::<poem_openapi::error::ParsePathError>()
+            .is_some_and(|e| e.name == "resumeToken");
+    let (code, message): (ErrorCode, String) = if bad_resume_token {
+        // Like a well-formed token that names nothing (protocol::token): no probing.
+        (ErrorCode::UploadNotFound, "no such upload".into())
+    } else if let Some(e) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        (
+            ErrorCode::InvalidParameter,
+            param_message(e.name, &e.reason),
+        )
     } else if err.is::<poem_openapi::error::ParsePathError>() {
         (
             ErrorCode::InvalidParameter,
