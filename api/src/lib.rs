@@ -6,7 +6,7 @@ mod documents;
 pub mod error;
 pub mod models;
 pub mod page;
-mod params;
+pub(crate) mod params;
 pub mod rate_limit;
 pub mod redact;
 mod routes;

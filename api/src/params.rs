@@ -20,6 +20,9 @@ pub const RESUME_TOKEN_PATTERN: &str =
 static RESUME_TOKEN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(RESUME_TOKEN_PATTERN).expect("a valid constant pattern"));
 
+/// What a malformed token's parse error says (`error.rs` answers it as 404).
+pub const NOT_A_RESUME_TOKEN: &str = "not a resume token";
+
 /// An upload's resume token in a path. A malformed one is refused like a token that
 /// names nothing (`error.rs`).
 pub struct ResumeTokenParam(pub String);
@@ -54,9 +57,7 @@ impl ParseFromParameter for ResumeTokenParam {
         if RESUME_TOKEN.is_match(value) {
             Ok(Self(value.to_owned()))
         } else {
-            Err(ParseError::custom(format!(
-                "verification failed. pattern(\"{RESUME_TOKEN_PATTERN}\")"
-            )))
+            Err(ParseError::custom(NOT_A_RESUME_TOKEN))
         }
     }
 }
