@@ -204,15 +204,12 @@ pub fn to_envelope(err: poem::Error) -> Response {
         // A body read past its deadline (`body.rs`), already in the envelope.
         return err.into_response();
     }
-    // A malformed resume token fails a validator (`ParseParamError`) in bodies and its
-    // typed parameter's parse (`ParsePathError`, named after its place in the path:
-    // `param0`) in paths; either way it names nothing.
+    // A malformed resume token in a path fails its typed parameter's parse
+    // (`params.rs`); poem-openapi names the error after the token's place in the path
+    // (`param0`), so it is known by its message.
     let bad_resume_token = err
-        .downcast_ref::<poem_openapi::error::ParseParamError>()
-        .is_some_and(|e| e.name == "resumeToken")
-        || err
-            .downcast_ref::<poem_openapi::error::ParsePathError>()
-            .is_some_and(|e| e.reason.contains(crate::params::NOT_A_RESUME_TOKEN));
+        .downcast_ref::<poem_openapi::error::ParsePathError>()
+        .is_some_and(|e| e.reason.contains(crate::params::NOT_A_RESUME_TOKEN));
     let (code, message): (ErrorCode, String) = if bad_resume_token {
         // Like a well-formed token that names nothing (protocol::token): no probing.
         (ErrorCode::UploadNotFound, "no such upload".into())
