@@ -36,24 +36,38 @@ async fn list_tokens(api: &Api, key: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn a_token_sees_only_the_uploads_it_made_and_its_owner_sees_all() {
     let app = TestApp::spawn().await;
-    let (_, a) = mint(&app, json!({"label": "page A"})).await;
-    let (_, b) = mint(&app, json!({})).await;
+    tokens_see_only_their_own_uploads(&app).await;
+    app.app.shutdown().await;
+}
 
-    let (status, made_a) =
-        init_with(&app, &a, file("a.bin", MIB, "application/octet-stream")).await;
+/// The same with `partway-api` + 2 workers on PostgreSQL, RabbitMQ, Redis and moto.
+#[tokio::test]
+async fn a_token_sees_only_its_own_uploads_against_api_and_two_workers() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    tokens_see_only_their_own_uploads(&cluster.api).await;
+}
+
+/// Two tokens of one owner: each reads and lists only the uploads it made (another
+/// token's is 404); the owner's API key sees and manages both.
+async fn tokens_see_only_their_own_uploads(api: &Api) {
+    let (_, a) = mint(api, json!({"label": "page A"})).await;
+    let (_, b) = mint(api, json!({})).await;
+
+    let (status, made_a) = init_with(api, &a, file("a.bin", MIB, "application/octet-stream")).await;
     assert_eq!(status, StatusCode::OK, "{made_a}");
     let token_a = made_a["resumeToken"].as_str().unwrap();
-    let (status, made_b) =
-        init_with(&app, &b, file("b.bin", MIB, "application/octet-stream")).await;
+    let (status, made_b) = init_with(api, &b, file("b.bin", MIB, "application/octet-stream")).await;
     assert_eq!(status, StatusCode::OK, "{made_b}");
 
     // B cannot read, pause, resume or abort A's upload: 404, as for another owner.
-    let (status, body) = app
+    let (status, body) = api
         .get_with_key(&format!("/api/v1/upload/multipart/{token_a}"), &b)
         .await;
     assert_error(status, &body, 404, "UPLOAD_NOT_FOUND");
     for op in ["pause", "abort", "resume"] {
-        let (status, body) = app
+        let (status, body) = api
             .post_with_key(
                 &format!("/api/v1/upload/multipart/{op}"),
                 &b,
@@ -64,17 +78,17 @@ async fn a_token_sees_only_the_uploads_it_made_and_its_owner_sees_all() {
     }
     // A reads its own (twice: the second answer comes from the status cache).
     for _ in 0..2 {
-        let (status, body) = app
+        let (status, body) = api
             .get_with_key(&format!("/api/v1/upload/multipart/{token_a}"), &a)
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (status, body) = app
+    let (status, body) = api
         .get_with_key(&format!("/api/v1/upload/multipart/{token_a}"), &b)
         .await;
     assert_error(status, &body, 404, "UPLOAD_NOT_FOUND");
 
-    let (_, listed_a) = list_tokens(&app, &a).await;
+    let (_, listed_a) = list_tokens(api, &a).await;
     let names: Vec<&str> = listed_a["uploads"]
         .as_array()
         .unwrap()
@@ -82,20 +96,20 @@ async fn a_token_sees_only_the_uploads_it_made_and_its_owner_sees_all() {
         .map(|u| u["filename"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a.bin"]);
-    let (_, listed_b) = list_tokens(&app, &b).await;
+    let (_, listed_b) = list_tokens(api, &b).await;
     assert_eq!(listed_b["uploads"].as_array().unwrap().len(), 1);
     // The owner's API key sees both, and manages A's upload like any other.
-    let (_, listed) = app.get("/api/v1/uploads").await;
+    let (_, listed) = api.get("/api/v1/uploads").await;
     assert_eq!(listed["uploads"].as_array().unwrap().len(), 2);
-    let (status, body) = app
+    let (status, body) = api
         .get(&format!("/api/v1/upload/multipart/{token_a}"))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Bearer works like x-api-key.
-    let response = app
+    let response = api
         .http
-        .get(app.url("/api/v1/uploads"))
+        .get(api.url("/api/v1/uploads"))
         .header("authorization", format!("Bearer {a}"))
         .send()
         .await
@@ -103,13 +117,12 @@ async fn a_token_sees_only_the_uploads_it_made_and_its_owner_sees_all() {
     assert_eq!(response.status(), StatusCode::OK);
 
     // The token list shows both tokens, never the secret.
-    let (status, tokens) = app.get("/api/v1/browser-tokens").await;
+    let (status, tokens) = api.get("/api/v1/browser-tokens").await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let text = tokens.to_string();
     assert_eq!(tokens["tokens"].as_array().unwrap().len(), 2, "{text}");
     assert!(!text.contains(&a) && !text.contains(&b), "{text}");
     assert!(text.contains("page A"), "{text}");
-    app.app.shutdown().await;
 }
 
 #[tokio::test]

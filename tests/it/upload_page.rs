@@ -2,8 +2,8 @@
 //! (`tests/browser/upload_page.mjs`) against the all-in-one service: three files at once
 //! (one of 64 MiB) whose stored objects have the files' SHA-256, a reload at ~40% after
 //! which only the missing parts are PUT, pause and resume, cancel (the upload is aborted and
-//! storage holds no multipart upload), and the messages for an expired and a revoked token.
-//! Chromium and playwright-core come from `scripts/services start browser` (scripts/test
+//! storage holds no multipart upload), and the messages for an expired and a revoked token;
+//! then the same against `partway-api` + 2 workers with moto. Chromium and playwright-core come from `scripts/services start browser` (scripts/test
 //! starts it); in CI a missing browser fails these tests.
 use std::path::{Path, PathBuf};
 
@@ -83,13 +83,6 @@ async fn assert_stored(api: &Api, resume_token: &str, want_sha256: &str) {
     assert_eq!(doc["status"], json!("completed"), "{doc}");
     let bytes = api.download(doc["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(sha256(&bytes), want_sha256, "{}", doc["filename"]);
-}
-
-async fn status_of(api: &Api, resume_token: &str) -> String {
-    let (_, doc) = api
-        .get(&format!("/api/v1/upload/multipart/{resume_token}"))
-        .await;
-    doc["status"].as_str().unwrap_or_default().to_string()
 }
 
 /// Multipart uploads the embedded endpoint still holds (in progress, under `.multipart/`).
@@ -188,83 +181,18 @@ async fn the_upload_page_in_chromium_against_the_all_in_one_service() {
     );
     assert_stored(&app, r["resumeToken"].as_str().unwrap(), &sha).await;
 
-    // Pause and resume.
-    let (path, sha) = write_file(work.path(), "paused.bin", 32 * MIB, 5);
-    let (_, token) = mint(&app, json!({})).await;
-    let r = run_page(
+    pause_cancel_and_refused_tokens(
         &browser,
-        &base,
+        &app,
+        app.app.db(),
+        &storage,
         work.path(),
-        json!({"kind": "pauseResume", "token": token, "file": path.display().to_string(),
-               "throttle": THROTTLE, "storage": storage}),
+        async |_key: &str| open_multipart_uploads(&app.data_dir),
     )
     .await;
-    assert_eq!(r["pausedStatus"], json!("paused"), "{r}");
-    assert_eq!(r["putsWhilePaused"], json!(0), "{r}");
-    assert_stored(&app, r["resumeToken"].as_str().unwrap(), &sha).await;
-
-    // Cancel (by keyboard): aborted, and storage holds no multipart upload.
-    let (path, _) = write_file(work.path(), "cancelled.bin", 32 * MIB, 6);
-    let (_, token) = mint(&app, json!({})).await;
-    let r = run_page(
-        &browser,
-        &base,
-        work.path(),
-        json!({"kind": "cancel", "token": token, "file": path.display().to_string(),
-               "throttle": THROTTLE, "storage": storage}),
-    )
-    .await;
-    assert_eq!(
-        status_of(&app, r["resumeToken"].as_str().unwrap()).await,
-        "aborted"
-    );
-    assert_eq!(open_multipart_uploads(&app.data_dir), 0);
-
-    // An expired and a revoked token: the page says which.
-    let (small, _) = write_file(work.path(), "small.txt", 1000, 7);
-    let (id, expired) = mint(&app, json!({"expiresIn": 60})).await;
-    {
-        use partway_entity::browser_token;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        browser_token::Entity::update_many()
-            .col_expr(
-                browser_token::Column::ExpiresAt,
-                sea_orm::sea_query::Expr::value(
-                    sea_orm::prelude::ChronoUtc::now() - std::time::Duration::from_secs(1),
-                ),
-            )
-            .filter(browser_token::Column::Id.eq(uuid::Uuid::parse_str(&id).unwrap()))
-            .exec(app.app.db())
-            .await
-            .unwrap();
-    }
-    let r = run_page(
-        &browser,
-        &base,
-        work.path(),
-        json!({"kind": "refused", "token": expired, "file": small.display().to_string()}),
-    )
-    .await;
-    assert!(r["banner"].as_str().unwrap().contains("expired"), "{r}");
-    let (id, revoked) = mint(&app, json!({})).await;
-    let response = app
-        .http
-        .delete(app.url(&format!("/api/v1/browser-tokens/{id}")))
-        .header("x-api-key", &app.key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let r = run_page(
-        &browser,
-        &base,
-        work.path(),
-        json!({"kind": "refused", "token": revoked, "file": small.display().to_string()}),
-    )
-    .await;
-    assert!(r["banner"].as_str().unwrap().contains("revoked"), "{r}");
 
     // A file over the token's maxFileSize, and one of a type it does not allow.
+    let (small, _) = write_file(work.path(), "small.txt", 1000, 7);
     let (_, limited) = mint(
         &app,
         json!({"maxFileSize": 500, "allowedContentTypes": ["image/*"]}),
@@ -291,6 +219,94 @@ async fn the_upload_page_in_chromium_against_the_all_in_one_service() {
         "{r}"
     );
     app.app.shutdown().await;
+}
+
+/// Pause and resume, cancel (the upload is aborted and `open_uploads(key)` finds no
+/// multipart upload left on storage), and the messages for an expired and a revoked
+/// token: the same in both modes.
+async fn pause_cancel_and_refused_tokens(
+    browser: &Browser,
+    api: &Api,
+    db: &sea_orm::DatabaseConnection,
+    storage: &str,
+    work: &Path,
+    open_uploads: impl AsyncFn(&str) -> usize,
+) {
+    let (path, sha) = write_file(work, "paused.bin", 32 * MIB, 5);
+    let (_, token) = mint(api, json!({})).await;
+    let r = run_page(
+        browser,
+        &api.base,
+        work,
+        json!({"kind": "pauseResume", "token": token, "file": path.display().to_string(),
+               "throttle": THROTTLE, "storage": storage}),
+    )
+    .await;
+    assert_eq!(r["pausedStatus"], json!("paused"), "{r}");
+    assert_eq!(r["putsWhilePaused"], json!(0), "{r}");
+    assert_stored(api, r["resumeToken"].as_str().unwrap(), &sha).await;
+
+    // Cancel (by keyboard): aborted, and storage holds no multipart upload.
+    let (path, _) = write_file(work, "cancelled.bin", 32 * MIB, 6);
+    let (_, token) = mint(api, json!({})).await;
+    let r = run_page(
+        browser,
+        &api.base,
+        work,
+        json!({"kind": "cancel", "token": token, "file": path.display().to_string(),
+               "throttle": THROTTLE, "storage": storage}),
+    )
+    .await;
+    let resume_token = r["resumeToken"].as_str().unwrap();
+    let (_, doc) = api
+        .get(&format!("/api/v1/upload/multipart/{resume_token}"))
+        .await;
+    assert_eq!(doc["status"], json!("aborted"), "{doc}");
+    assert_eq!(open_uploads(doc["fileKey"].as_str().unwrap()).await, 0);
+
+    // An expired and a revoked token: the page says which.
+    let (small, _) = write_file(work, "small.txt", 1000, 7);
+    let (id, expired) = mint(api, json!({"expiresIn": 60})).await;
+    {
+        use partway_entity::browser_token;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        browser_token::Entity::update_many()
+            .col_expr(
+                browser_token::Column::ExpiresAt,
+                sea_orm::sea_query::Expr::value(
+                    sea_orm::prelude::ChronoUtc::now() - std::time::Duration::from_secs(1),
+                ),
+            )
+            .filter(browser_token::Column::Id.eq(uuid::Uuid::parse_str(&id).unwrap()))
+            .exec(db)
+            .await
+            .unwrap();
+    }
+    let r = run_page(
+        browser,
+        &api.base,
+        work,
+        json!({"kind": "refused", "token": expired, "file": small.display().to_string()}),
+    )
+    .await;
+    assert!(r["banner"].as_str().unwrap().contains("expired"), "{r}");
+    let (id, revoked) = mint(api, json!({})).await;
+    let response = api
+        .http
+        .delete(api.url(&format!("/api/v1/browser-tokens/{id}")))
+        .header("x-api-key", &api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let r = run_page(
+        browser,
+        &api.base,
+        work,
+        json!({"kind": "refused", "token": revoked, "file": small.display().to_string()}),
+    )
+    .await;
+    assert!(r["banner"].as_str().unwrap().contains("revoked"), "{r}");
 }
 
 /// Part URLs that expire (2 s) before the page gets to them: storage refuses them (403),
@@ -351,10 +367,7 @@ async fn the_page_is_served_with_its_policy_and_without_the_token() {
     app.app.shutdown().await;
 }
 
-/// The bucket's CORS rule the README gives for real S3/R2: any origin may PUT and GET,
-/// and read the ETag.
-async fn set_bucket_cors(endpoint: &str, bucket: &str) {
-    use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+fn moto_client(endpoint: &str) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -364,6 +377,13 @@ async fn set_bucket_cors(endpoint: &str, bucket: &str) {
             "test", "test", None, None, "test",
         ))
         .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The bucket's CORS rule the README gives for real S3/R2: any origin may PUT and GET,
+/// and read the ETag.
+async fn set_bucket_cors(endpoint: &str, bucket: &str) {
+    use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
     let rule = CorsRule::builder()
         .allowed_origins("*")
         .allowed_methods("PUT")
@@ -373,7 +393,7 @@ async fn set_bucket_cors(endpoint: &str, bucket: &str) {
         .max_age_seconds(600)
         .build()
         .unwrap();
-    aws_sdk_s3::Client::from_conf(config)
+    moto_client(endpoint)
         .put_bucket_cors()
         .bucket(bucket)
         .cors_configuration(
@@ -389,7 +409,9 @@ async fn set_bucket_cors(endpoint: &str, bucket: &str) {
 
 /// The same page against `partway-api` + 2 workers on PostgreSQL, RabbitMQ, Redis and
 /// moto: first without bucket CORS (the page says so), then with it: three files (one of
-/// 64 MiB) stored with their SHA-256, and a reload at ~40% that sends only the rest.
+/// 64 MiB) stored with their SHA-256, a reload at ~40% that sends only the rest, pause and
+/// resume, cancel (moto lists no multipart upload under the key afterwards), and the
+/// expired and revoked tokens' messages.
 #[tokio::test]
 async fn the_upload_page_in_chromium_against_api_and_two_workers() {
     let Some(browser) = browser() else {
@@ -459,4 +481,27 @@ async fn the_upload_page_in_chromium_against_api_and_two_workers() {
     assert!(remaining < total && remaining > 0, "{r}");
     assert_eq!(r["puts"].as_u64(), Some(remaining), "{r}");
     assert_stored(api, r["resumeToken"].as_str().unwrap(), &sha).await;
+
+    let db = sea_orm::Database::connect(env("PARTWAY_DATABASE_URL"))
+        .await
+        .expect("the cluster's PostgreSQL");
+    let s3 = moto_client(&storage);
+    pause_cancel_and_refused_tokens(
+        &browser,
+        api,
+        &db,
+        &storage,
+        work.path(),
+        async |key: &str| {
+            let listed = s3
+                .list_multipart_uploads()
+                .bucket(&bucket)
+                .prefix(key)
+                .send()
+                .await
+                .expect("list multipart uploads");
+            listed.uploads().len()
+        },
+    )
+    .await;
 }
