@@ -2,10 +2,12 @@
 //! from init to the operations that take its `resumeToken` (stateful clients and
 //! fuzzers follow them), `nullable` on optional request fields (serde reads `null` as
 //! absent), each event of the events stream (OpenAPI 3.0 describes one event where
-//! poem-openapi writes an array), and the `Allow` header of every 405 (RFC 9110),
-//! taken from the spec.
+//! poem-openapi writes an array), the `pattern` of every string checked by a compiled
+//! [`partway_protocol::pattern`] (a custom validator does not reach the spec), and the
+//! `Allow` header of every 405 (RFC 9110), taken from the spec.
 use std::sync::Arc;
 
+use partway_protocol::pattern::{self, Pattern, SchemaPlace};
 use poem::{
     http::{header, HeaderValue, StatusCode},
     Endpoint, Request, Response,
@@ -20,6 +22,105 @@ const REQUEST_SCHEMAS: [&str; 5] = [
     "PartReport",
     "BrowserTokenRequest",
 ];
+
+/// The routes' parameters checked by a compiled pattern: (path, method, name, pattern).
+const PARAMETER_PATTERNS: [(&str, &str, &str, &Pattern); 5] = [
+    (
+        "/api/v1/upload/multipart/init",
+        "post",
+        "Idempotency-Key",
+        &pattern::IDEMPOTENCY_KEY,
+    ),
+    (
+        "/api/v1/upload/multipart/complete",
+        "post",
+        "Idempotency-Key",
+        &pattern::IDEMPOTENCY_KEY,
+    ),
+    (
+        "/api/v1/uploads",
+        "get",
+        "metadata",
+        &pattern::METADATA_FILTER,
+    ),
+    ("/api/v1/uploads", "get", "cursor", &pattern::CURSOR),
+    (
+        "/api/v1/browser-tokens/{id}",
+        "delete",
+        "id",
+        &pattern::UUID,
+    ),
+];
+
+/// Sets `pattern` where poem-openapi's derive would have put it: after the numeric
+/// and length keywords, before the array and object ones (and before `nullable`,
+/// which is added later).
+fn set_pattern(schema: &mut Value, pattern: &Pattern) -> bool {
+    let Value::Mapping(map) = schema else {
+        return false;
+    };
+    const AFTER: [&str; 6] = [
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "maxProperties",
+        "minProperties",
+        "nullable",
+    ];
+    let entries = std::mem::take(map);
+    let mut placed = false;
+    for (k, v) in entries {
+        if !placed && k.as_str().is_some_and(|k| AFTER.contains(&k)) {
+            map.insert(key("pattern"), key(pattern.source));
+            placed = true;
+        }
+        map.insert(k, v);
+    }
+    if !placed {
+        map.insert(key("pattern"), key(pattern.source));
+    }
+    true
+}
+
+/// Writes every compiled pattern into the spec; panics (at start, and in the spec's
+/// tests) when a place it names is not in the spec.
+fn add_patterns(doc: &mut Value) {
+    for (schema, property, place, pattern) in pattern::SCHEMA_PATTERNS {
+        let prop = doc
+            .get_mut("components")
+            .and_then(|c| c.get_mut("schemas"))
+            .and_then(|s| s.get_mut(*schema))
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.get_mut(*property));
+        let target = match (prop, place) {
+            (Some(prop), SchemaPlace::Property) => Some(prop),
+            (Some(prop), SchemaPlace::Items) => prop.get_mut("items"),
+            (None, _) => None,
+        };
+        assert!(
+            target.is_some_and(|t| set_pattern(t, pattern)),
+            "the spec has {schema}.{property}"
+        );
+    }
+    for (path, method, name, pattern) in PARAMETER_PATTERNS {
+        let schema = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(path))
+            .and_then(|p| p.get_mut(method))
+            .and_then(|o| o.get_mut("parameters"))
+            .and_then(Value::as_sequence_mut)
+            .and_then(|params| {
+                params
+                    .iter_mut()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            })
+            .and_then(|p| p.get_mut("schema"));
+        assert!(
+            schema.is_some_and(|s| set_pattern(s, pattern)),
+            "the spec has {method} {path} {name}"
+        );
+    }
+}
 
 /// Operations that take an upload's resume token, with where it goes.
 const TOKEN_LINKS: [(&str, &str, Where); 6] = [
@@ -106,6 +207,7 @@ properties:
 /// The spec poem-openapi generated, completed.
 pub fn complete(yaml: &str) -> String {
     let mut doc: Value = serde_yaml::from_str(yaml).expect("poem-openapi's spec is YAML");
+    add_patterns(&mut doc);
     if let Some(schemas) = doc.get_mut("components").and_then(|c| c.get_mut("schemas")) {
         for name in REQUEST_SCHEMAS {
             let Some(schema) = schemas.get_mut(name) else {

@@ -5,20 +5,13 @@
 //! (5.1.16, `validation/pattern.rs`): on the status route, the one polled most, that
 //! was a fifth of the CPU (issue 10's row 3). The schema is the same string with the
 //! same pattern, so the published contract does not change.
-use std::{borrow::Cow, sync::LazyLock};
+use std::borrow::Cow;
 
+use partway_protocol::pattern::RESUME_TOKEN;
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::{ParseError, ParseFromParameter, ParseResult, Type},
 };
-use regex::Regex;
-
-/// `mpu_<uuid v4>`, lowercase, as init answers it.
-pub const RESUME_TOKEN_PATTERN: &str =
-    r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
-
-static RESUME_TOKEN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(RESUME_TOKEN_PATTERN).expect("a valid constant pattern"));
 
 /// What a malformed token's parse error says (`error.rs` answers it as 404).
 pub const NOT_A_RESUME_TOKEN: &str = "not a resume token";
@@ -38,7 +31,7 @@ impl Type for ResumeTokenParam {
 
     fn schema_ref() -> MetaSchemaRef {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
-            pattern: Some(RESUME_TOKEN_PATTERN.to_string()),
+            pattern: Some(RESUME_TOKEN.source.to_string()),
             ..MetaSchema::new("string")
         }))
     }

@@ -14,13 +14,12 @@ use poem_openapi::{
     auth::{ApiKey, Bearer},
     param::{Header, Path, Query},
     payload::{EventStream, Json},
-    types::{ParseFromJSON, ToJSON},
     ApiResponse, OpenApi, SecurityScheme, Tags,
 };
 
 use crate::{
     body::ContractJson,
-    direct_json::DirectJson,
+    direct_json::{DirectJson, JsonText},
     documents::{complete_result, init_result, resume_result, status_doc},
     error::ApiError,
     models::*,
@@ -212,7 +211,7 @@ impl UploadApi {
             validator(
                 min_length = 1,
                 max_length = 255,
-                pattern = "^[!-~]([ -~]*[!-~])?[\\t ]*$"
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::IDEMPOTENCY_KEY)"
             )
         )]
         idempotency_key: Header<Option<String>>,
@@ -312,7 +311,7 @@ impl UploadApi {
             validator(
                 min_length = 1,
                 max_length = 255,
-                pattern = "^[!-~]([ -~]*[!-~])?[\\t ]*$"
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::IDEMPOTENCY_KEY)"
             )
         )]
         idempotency_key: Header<Option<String>>,
@@ -413,18 +412,18 @@ impl UploadApi {
         app: AppData<'_>,
         auth: Auth,
         #[oai(name = "resumeToken")] resume_token: Path<ResumeTokenParam>,
-    ) -> ApiResult<Json<StatusDoc>> {
+    ) -> ApiResult<JsonText<StatusDoc>> {
         let caller = caller(&app, &auth).await?;
-        // Cache first: polling many times a second costs no database read.
+        // Cache first: polling many times a second costs no database read, and the
+        // cached text is the answer.
         if let Some(cached) = app.cached_status(&caller, &resume_token.0 .0).await {
-            if let Ok(doc) = StatusDoc::parse_from_json_string(&cached) {
-                return Ok(Json(doc));
-            }
+            return Ok(JsonText::trusted(cached));
         }
         let upload = app.get(&caller, &resume_token.0 .0).await?;
-        let doc = status_doc(&app, &upload).await?;
-        app.remember_status(&upload, doc.to_json_string()).await;
-        Ok(Json(doc))
+        let answer = JsonText::of(&status_doc(&app, &upload).await?);
+        app.remember_status(&upload, answer.as_str().to_string())
+            .await;
+        Ok(answer)
     }
 
     /// Parts with presigned URLs, a page at a time.
@@ -591,13 +590,18 @@ impl UploadApi {
         /// `key:value`: only uploads whose metadata has this entry (the key as in
         /// metadata: A-Z, a-z, 0-9, `_`, `-`, at most 128 bytes; the value printable ASCII;
         /// both together at most 2048 bytes).
-        #[oai(validator(max_length = 2049, pattern = r"^[A-Za-z0-9_-]{1,128}:[ -~]*$"))]
+        #[oai(validator(
+            max_length = 2049,
+            custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::METADATA_FILTER)"
+        ))]
         metadata: Query<Option<String>>,
         /// 1 ..= 1000 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
         /// `nextCursor` of the previous page.
-        #[oai(validator(pattern = r"^[0-9]{1,12}\.[0-9]{9}_[0-9a-f]{32}$"))]
+        #[oai(validator(
+            custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::CURSOR)"
+        ))]
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<UploadList>> {
         let limit = PageLimit::parse(limit.0, 50)?;
@@ -683,7 +687,9 @@ impl UploadApi {
         /// The token's `id` (a UUID, lowercase).
         #[oai(
             name = "id",
-            validator(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+            validator(
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::UUID)"
+            )
         )]
         id: Path<String>,
     ) -> ApiResult<Json<BrowserTokenRevoked>> {

@@ -27,7 +27,7 @@ pub struct InitRequest {
     #[oai(validator(
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^/\\\u0000-\u001f\u007f-\u009f]+$"
+        custom = "crate::pattern::Matches(&crate::pattern::FILENAME)"
     ))]
     pub filename: String,
     /// Size in bytes, 1 ..= the provider's maximum (S3 53,687,091,200,000; R2
@@ -36,10 +36,14 @@ pub struct InitRequest {
     pub file_size: u64,
     /// A media type: at most 255 printable ASCII characters, not blank (it becomes the
     /// object's `Content-Type` header).
-    #[oai(validator(min_length = 1, max_length = 255, pattern = "^[ -~]*[!-~][ -~]*$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        custom = "crate::pattern::Matches(&crate::pattern::CONTENT_TYPE)"
+    ))]
     pub content_type: String,
     /// `S3` or `R2` (either case); empty or absent: the server's default.
-    #[oai(validator(pattern = r"^([Ss]3|[Rr]2)?$"))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::PROVIDER)"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// Bytes per part (5 MiB ..= 5 GiB, at most 10,000 parts); default: the smallest
@@ -61,7 +65,7 @@ pub struct InitRequest {
     pub s3_region: Option<String>,
     /// S3-compatible endpoint URL (MinIO, …): http(s); the outbound guard decides
     /// whether it may be reached (DESIGN §7).
-    #[oai(validator(pattern = r"^(\s*|\s*https?://.*)$"))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::S3_ENDPOINT)"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,9 +85,7 @@ pub struct InitRequest {
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequest {
     /// `mpu_<uuid v4>` from init.
-    #[oai(validator(
-        pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-    ))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::RESUME_TOKEN)"))]
     pub resume_token: String,
 }
 
@@ -96,7 +98,7 @@ pub struct CompletePart {
     pub part_number: u32,
     /// The ETag header storage returned for the part's PUT (quotes optional); must
     /// have a character other than white space and `"`.
-    #[oai(validator(pattern = r#"[^\s"]"#))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::ETAG)"))]
     pub etag: String,
 }
 
@@ -105,9 +107,7 @@ pub struct CompletePart {
 #[serde(rename_all = "camelCase")]
 pub struct CompleteRequest {
     /// `mpu_<uuid v4>` from init.
-    #[oai(validator(
-        pattern = r"^mpu_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
-    ))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::RESUME_TOKEN)"))]
     pub resume_token: String,
     /// Every part with its ETag; omit to complete with what storage lists.
     #[oai(validator(min_items = 1))]
@@ -122,7 +122,7 @@ pub struct CompleteRequest {
 pub struct PartReport {
     /// Must have a character other than white space and `"`; at most 128 characters
     /// once quotes and spaces around it are removed.
-    #[oai(validator(pattern = r#"[^\s"]"#))]
+    #[oai(validator(custom = "crate::pattern::Matches(&crate::pattern::ETAG)"))]
     pub etag: String,
     /// The part's size in bytes, as the part's `size` in its part document.
     #[oai(validator(minimum(value = "0"), maximum(value = "5368709120")))]
@@ -397,7 +397,7 @@ pub struct BrowserTokenRequest {
     /// (`image/*`); absent: any. At most 32 entries.
     #[oai(validator(
         max_items = 32,
-        pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62})$"
+        custom = "crate::pattern::Matches(&crate::pattern::ALLOWED_CONTENT_TYPE)"
     ))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_content_types: Option<Vec<String>>,
@@ -410,7 +410,10 @@ pub struct BrowserTokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// A name for lists: at most 128 printable ASCII characters.
-    #[oai(validator(max_length = 128, pattern = "^[ -~]*$"))]
+    #[oai(validator(
+        max_length = 128,
+        custom = "crate::pattern::Matches(&crate::pattern::LABEL)"
+    ))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! the contract by hand.
 pub mod dto;
 mod error;
+pub mod pattern;
 mod provider;
 mod size;
 mod status;

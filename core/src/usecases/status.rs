@@ -20,14 +20,18 @@ impl App {
     /// upload), newline, document, so another owner, or another token, never gets it.
     pub async fn cached_status(&self, caller: &Caller, token: &str) -> Option<String> {
         let id = ResumeToken::parse(token)?.uuid();
-        let raw = self.cache.snapshot(id).await?;
-        let (whose, doc) = raw.split_once('\n')?;
-        let (owner, browser) = whose.split_once(':')?;
+        let mut raw = self.cache.snapshot(id).await?;
+        let newline = raw.find('\n')?;
+        let (owner, browser) = raw[..newline].split_once(':')?;
         let token_matches = match caller.browser_token_id() {
             Some(t) => browser == t.to_string(),
             None => true,
         };
-        (owner == caller.owner_id.to_string() && token_matches).then(|| doc.to_string())
+        if owner != caller.owner_id.to_string() || !token_matches {
+            return None;
+        }
+        raw.drain(..=newline);
+        Some(raw)
     }
 
     /// Keeps a status document for the next polls (dropped on every change). A
