@@ -5,12 +5,10 @@
 //! poem-openapi writes an array), the `pattern` of every string checked by a compiled
 //! [`partway_protocol::pattern`] (a custom validator does not reach the spec), and the
 //! `Allow` header of every 405 (RFC 9110), taken from the spec.
-use std::sync::Arc;
-
 use partway_protocol::pattern::{self, Pattern, SchemaPlace};
 use poem::{
     http::{header, HeaderValue, StatusCode},
-    Endpoint, Request, Response,
+    Response,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -325,23 +323,18 @@ impl AllowedMethods {
     }
 }
 
-/// Adds `Allow` to a 405 (RFC 9110 §15.5.6).
-pub async fn add_allow<E: Endpoint<Output = Response>>(
-    allow: Arc<AllowedMethods>,
-    next: Arc<E>,
-    req: Request,
-) -> poem::Result<Response> {
-    let path = req.uri().path().to_string();
-    let mut response = next.call(req).await?;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
-        if let Some(value) = allow
-            .for_path(&path)
-            .and_then(|a| HeaderValue::from_str(a).ok())
-        {
-            response.headers_mut().insert(header::ALLOW, value);
+impl AllowedMethods {
+    /// Adds `Allow` to a 405 (RFC 9110 §15.5.6) for a request to `path`.
+    pub fn add_allow(&self, path: &str, response: &mut Response) {
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(value) = self
+                .for_path(path)
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
         }
     }
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -12,19 +12,20 @@ pub mod redact;
 mod routes;
 pub mod slow;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use error::ApiError;
 use partway_core::{domain::ErrorCode, App};
 use poem::{
     endpoint::make_sync,
-    http::{header, Method},
+    http::{header, HeaderValue, Method},
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
     middleware::{Cors, SetHeader},
     web::{RemoteAddr, WithContentType},
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route,
 };
 use poem_openapi::OpenApiService;
+use tracing::Instrument;
 
 pub use routes::UploadApi;
 
@@ -59,13 +60,8 @@ pub fn openapi_yaml() -> String {
     contract::complete(&openapi_service().spec_yaml())
 }
 
-/// Counts every request by route (the OpenAPI operation id) and status.
-async fn record_request<E: Endpoint<Output = poem::Response>>(
-    next: Arc<E>,
-    req: poem::Request,
-) -> poem::Result<poem::Response> {
-    let started = std::time::Instant::now();
-    let response = next.call(req).await?;
+/// Counts a request by route (the OpenAPI operation id) and status.
+fn record_request(response: &poem::Response, started: Instant) {
     if let Some(m) = partway_core::metrics::metrics() {
         let route = response
             .data::<poem_openapi::OperationId>()
@@ -76,6 +72,66 @@ async fn record_request<E: Endpoint<Output = poem::Response>>(
         m.http_duration
             .with_label_values(&[route])
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// What [`edge`] gives every request.
+struct Edge {
+    app: Arc<App>,
+    body_read_timeout: body::BodyReadTimeout,
+    allow: contract::AllowedMethods,
+}
+
+/// Around every request, in one middleware rather than one each (every poem layer
+/// boxes the request's future and moves it once more; on the status route that was a
+/// tenth of the CPU): the app and the body deadline as request data, the request's
+/// span and log lines (`redact.rs`), every error as its envelope (`error.rs`),
+/// `nosniff` (every answer is JSON, YAML, plain text or a page: never sniffed), the
+/// `Allow` of a 405 (`contract.rs`), and the request metrics.
+async fn edge<E: Endpoint<Output = poem::Response>>(
+    edge: Arc<Edge>,
+    next: Arc<E>,
+    mut req: poem::Request,
+) -> poem::Result<poem::Response> {
+    let started = Instant::now();
+    let uri = req.uri().clone();
+    req.set_data(edge.app.clone());
+    req.set_data(edge.body_read_timeout);
+    let span = redact::request_span(&req);
+    let mut response = async move {
+        let outcome = next.call(req).await;
+        redact::log_outcome(&outcome, started);
+        outcome.unwrap_or_else(error::to_envelope)
+    }
+    .instrument(span)
+    .await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    edge.allow.add_allow(uri.path(), &mut response);
+    record_request(&response, started);
+    Ok(response)
+}
+
+/// Inside CORS (so preflights are not counted and a refusal carries the CORS
+/// headers): the rate limit (`rate_limit.rs`), then browser tokens refused on
+/// API-key-only routes; a limited route's answer, errors included, carries the
+/// `RateLimit-*` headers.
+async fn guard<E: Endpoint<Output = poem::Response>>(
+    next: Arc<E>,
+    req: poem::Request,
+) -> poem::Result<poem::Response> {
+    let decision = match rate_limit::admit(&req).await {
+        Ok(decision) => decision,
+        Err(limited) => return Ok(limited),
+    };
+    let mut response = match browser_token_refusal(&req) {
+        Some(refused) => refused,
+        None => next.call(req).await.unwrap_or_else(error::to_envelope),
+    };
+    if let Some(decision) = &decision {
+        error::set_rate_limit_headers(&mut response, decision);
     }
     Ok(response)
 }
@@ -108,32 +164,29 @@ fn api_key_only(path: &str) -> bool {
     under("/api/v1/browser-tokens") || under("/api/v1/webhooks")
 }
 
-async fn forbid_browser_tokens<E: Endpoint<Output = poem::Response>>(
-    next: Arc<E>,
-    req: poem::Request,
-) -> poem::Result<poem::Response> {
-    if api_key_only(req.uri().path()) {
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                    .map(|_| &v[7..])
-            });
-        let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-        if key
-            .or(bearer)
-            .is_some_and(|k| partway_core::domain::browser::is_browser_token(k.trim()))
-        {
-            return Ok(error::envelope(
+/// A browser token on an API-key-only route: 403 `FORBIDDEN`.
+fn browser_token_refusal(req: &poem::Request) -> Option<poem::Response> {
+    if !api_key_only(req.uri().path()) {
+        return None;
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        });
+    let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    key.or(bearer)
+        .is_some_and(|k| partway_core::domain::browser::is_browser_token(k.trim()))
+        .then(|| {
+            error::envelope(
                 ErrorCode::Forbidden,
                 "a browser token cannot call this route; use an API key",
-            ));
-        }
-    }
-    next.call(req).await
+            )
+        })
 }
 
 /// Where an API process serves `/metrics` (DESIGN §7).
@@ -179,7 +232,7 @@ pub fn app(
     let metrics_app = app.clone();
     let api = openapi_service();
     let spec = openapi_yaml();
-    let allow = Arc::new(contract::AllowedMethods::from_spec(&spec));
+    let allow = contract::AllowedMethods::from_spec(&spec);
     let docs = api.swagger_ui();
     let page = page::routes(&app.storage_origins());
     let route = Route::new()
@@ -234,22 +287,15 @@ pub fn app(
         }
         Some(cors)
     };
+    let edge_data = Arc::new(Edge {
+        app,
+        body_read_timeout: body::BodyReadTimeout(body_read_timeout),
+        allow,
+    });
     route
-        // Inside CORS: preflights are not counted, and a 429 carries the CORS headers.
-        .around(rate_limit::limit_requests)
-        .around(forbid_browser_tokens)
-        // Type-erased here: the middleware stack's type is otherwise too deep to compile.
-        .boxed()
+        .around(guard)
         .with_if(cors.is_some(), cors.unwrap_or_default())
-        .data(app)
-        .data(body::BodyReadTimeout(body_read_timeout))
-        // Every answer is JSON, YAML, plain text or the docs page: never sniffed.
-        .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .around(redact::trace_requests)
-        .catch_all_error(|err| async move { error::to_envelope(err) })
-        .map_to_response()
-        .around(move |next, req| contract::add_allow(allow.clone(), next, req))
-        .around(record_request)
+        .around(move |next, req| edge(edge_data.clone(), next, req))
         .into_endpoint()
 }
 

@@ -8,10 +8,11 @@ use std::{
     sync::Arc,
 };
 
+use partway_core::domain::RateDecision;
 use partway_core::App;
 use poem::{
     web::headers::{authorization::Bearer, Authorization, HeaderMapExt},
-    Endpoint, IntoResponse, Request, Response,
+    Request, Response,
 };
 
 use crate::error;
@@ -49,35 +50,25 @@ fn client_address(req: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
-/// The middleware (`EndpointExt::around`): 429 over the limit, else the route's answer
-/// with the `RateLimit-*` headers.
-pub async fn limit_requests<E: Endpoint<Output = Response>>(
-    next: Arc<E>,
-    req: Request,
-) -> poem::Result<Response> {
-    let app = req.data::<Arc<App>>().cloned();
-    let Some(app) = app.filter(|app| !app.rate_limiter().is_off() && !is_exempt(req.uri().path()))
+/// Whether a request may go on: `Err` is the 429 to answer; `Ok(Some(decision))` the
+/// decision whose `RateLimit-*` headers the answer carries; `Ok(None)` when the path is
+/// exempt, limits are off, the subject has no limit or the limiter failed open.
+pub async fn admit(req: &Request) -> Result<Option<RateDecision>, Response> {
+    let Some(app) = req
+        .data::<Arc<App>>()
+        .filter(|app| !app.rate_limiter().is_off() && !is_exempt(req.uri().path()))
     else {
-        return next.call(req).await;
+        return Ok(None);
     };
-    let key = presented_key(&req);
-    let subject = app.rate_subject(key.as_deref(), client_address(&req)).await;
-    let Some(decision) = app.rate_limiter().admit(&subject).await else {
-        // No limit for this subject, or the limiter failed open.
-        return next.call(req).await;
-    };
-    if !decision.allowed {
-        tracing::debug!(subject = subject.kind(), "rate limited");
-        return Ok(error::rate_limited(&decision));
+    let key = presented_key(req);
+    let subject = app.rate_subject(key.as_deref(), client_address(req)).await;
+    match app.rate_limiter().admit(&subject).await {
+        Some(decision) if !decision.allowed => {
+            tracing::debug!(subject = subject.kind(), "rate limited");
+            Err(error::rate_limited(&decision))
+        }
+        decision => Ok(decision),
     }
-    // Errors become their envelope here rather than at the top, so they carry the
-    // headers too.
-    let mut response = match next.call(req).await {
-        Ok(response) => response,
-        Err(err) => error::to_envelope(err),
-    };
-    error::set_rate_limit_headers(&mut response, &decision);
-    Ok(response.into_response())
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! Request logging without credentials (DESIGN §5): poem's `Tracing` logs the whole
-//! request URI, and the event stream takes a browser token as `?access_token=`. This
-//! middleware logs the same span and lines with every `access_token` value replaced.
-use std::{sync::Arc, time::Instant};
+//! request URI, and the event stream takes a browser token as `?access_token=`. These
+//! write the same span and lines with every `access_token` value replaced.
+use std::time::Instant;
 
-use poem::{Endpoint, IntoResponse, Request, Response};
-use tracing::Instrument;
+use poem::{Request, Response};
 
 /// Query parameters whose values are credentials.
 const SECRET_PARAMS: [&str; 1] = ["access_token"];
@@ -30,34 +29,28 @@ pub fn redacted_uri(uri: &poem::http::Uri) -> String {
     format!("{path}?{query}")
 }
 
-/// The middleware (`EndpointExt::around`), in place of poem's `Tracing`.
-pub async fn trace_requests<E: Endpoint<Output = Response>>(
-    next: Arc<E>,
-    req: Request,
-) -> poem::Result<Response> {
-    let span = tracing::info_span!(
+/// The span of one request, in place of poem's `Tracing` (`crate::edge` runs the request
+/// in it).
+pub fn request_span(req: &Request) -> tracing::Span {
+    tracing::info_span!(
         "request",
         remote_addr = %req.remote_addr(),
         version = ?req.version(),
         method = %req.method(),
         uri = %redacted_uri(req.original_uri()),
-    );
-    async move {
-        let started = Instant::now();
-        match next.call(req).await {
-            Ok(resp) => {
-                let resp = resp.into_response();
-                tracing::info!(status = %resp.status(), duration = ?started.elapsed(), "response");
-                Ok(resp)
-            }
-            Err(err) => {
-                tracing::info!(status = %err.status(), duration = ?started.elapsed(), "error");
-                Err(err)
-            }
+    )
+}
+
+/// The line poem's `Tracing` writes when a request ends.
+pub fn log_outcome(outcome: &poem::Result<Response>, started: Instant) {
+    match outcome {
+        Ok(resp) => {
+            tracing::info!(status = %resp.status(), duration = ?started.elapsed(), "response")
+        }
+        Err(err) => {
+            tracing::info!(status = %err.status(), duration = ?started.elapsed(), "error")
         }
     }
-    .instrument(span)
-    .await
 }
 
 #[cfg(test)]
