@@ -135,6 +135,22 @@ impl Store {
             .await
     }
 
+    /// Every endpoint of every owner (`partway webhooks list`).
+    pub async fn all_webhooks(&self) -> Result<Vec<webhook::Model>, DbErr> {
+        webhook::Entity::find()
+            .order_by_asc(webhook::Column::CreatedAt)
+            .all(&self.db)
+            .await
+    }
+
+    /// Deletes an endpoint whoever owns it (`partway webhooks delete`).
+    pub async fn delete_webhook_any_owner(&self, id: Uuid) -> Result<bool, DbErr> {
+        match self.webhook(id).await? {
+            Some(row) => self.delete_webhook(row.owner_id, id).await,
+            None => Ok(false),
+        }
+    }
+
     pub async fn webhook(&self, id: Uuid) -> Result<Option<webhook::Model>, DbErr> {
         webhook::Entity::find_by_id(id).one(&self.db).await
     }
