@@ -169,18 +169,16 @@ async fn serve(
         });
         log.len() - 1
     };
-    let status = loop {
-        let answer = *mode.borrow_and_update();
-        match answer {
-            Answer::Status(s) => break s,
-            Answer::StatusUntil(s, until) => break if Instant::now() < until { s } else { 200 },
-            Answer::Hang => {
-                if mode.changed().await.is_err() {
-                    return;
-                }
-                // A held request is not answered: the test kills its sender meanwhile.
-                return;
-            }
+    let answer = *mode.borrow_and_update();
+    let status = match answer {
+        Answer::Status(s) => s,
+        Answer::StatusUntil(s, until) if Instant::now() < until => s,
+        Answer::StatusUntil(..) => 200,
+        Answer::Hang => {
+            // Held open until the mode changes (the test kills the sender meanwhile),
+            // then dropped without an answer.
+            let _ = mode.changed().await;
+            return;
         }
     };
     log.lock().unwrap()[index].answered = Some(status);
