@@ -13,12 +13,13 @@ use poem::{
 use serde_yaml::{Mapping, Value};
 
 /// The request bodies whose optional fields accept `null` as "absent".
-const REQUEST_SCHEMAS: [&str; 5] = [
+const REQUEST_SCHEMAS: [&str; 6] = [
     "InitRequest",
     "TokenRequest",
     "CompleteRequest",
     "PartReport",
     "BrowserTokenRequest",
+    "WebhookRequest",
 ];
 
 /// Operations that take an upload's resume token, with where it goes.

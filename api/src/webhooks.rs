@@ -230,3 +230,25 @@ impl WebhookApi {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use partway_core::usecases::webhooks::{MAX_DESCRIPTION_LEN, MAX_EVENTS_LISTED, MAX_URL_LEN};
+
+    #[test]
+    fn the_spec_states_the_use_case_limits() {
+        let spec: serde_yaml::Value = serde_yaml::from_str(&crate::openapi_yaml()).unwrap();
+        let props = &spec["components"]["schemas"]["WebhookRequest"]["properties"];
+        assert_eq!(props["url"]["maxLength"].as_u64(), Some(MAX_URL_LEN as u64));
+        assert_eq!(
+            props["description"]["maxLength"].as_u64(),
+            Some(MAX_DESCRIPTION_LEN as u64)
+        );
+        assert_eq!(
+            props["events"]["maxItems"].as_u64(),
+            Some(MAX_EVENTS_LISTED as u64)
+        );
+        assert_eq!(props["events"]["minItems"].as_u64(), Some(1));
+        assert_eq!(props["description"]["nullable"].as_bool(), Some(true));
+    }
+}

@@ -190,6 +190,22 @@ impl Store {
         Ok(deleted.rows_affected == 1)
     }
 
+    /// Replaces an endpoint's sealed secret if it is still `old` (a master key rotation).
+    pub async fn replace_webhook_secret(
+        &self,
+        id: Uuid,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, DbErr> {
+        let result = webhook::Entity::update_many()
+            .col_expr(webhook::Column::SecretSealed, Expr::value(new.to_vec()))
+            .filter(webhook::Column::Id.eq(id))
+            .filter(webhook::Column::SecretSealed.eq(old.to_vec()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// The endpoint answered 410 Gone: nothing more goes to it.
     pub async fn disable_webhook(&self, id: Uuid, reason: &str) -> Result<(), DbErr> {
         webhook::Entity::update_many()

@@ -26,6 +26,8 @@ use crate::{
 pub const MAX_URL_LEN: usize = 2048;
 /// The longest description.
 pub const MAX_DESCRIPTION_LEN: usize = 256;
+/// The most event types a request may list (the spec's `maxItems`).
+pub const MAX_EVENTS_LISTED: usize = 16;
 /// Attempts an endpoint's deliveries list shows at most.
 pub const MAX_ATTEMPTS_LISTED: u64 = 100;
 
@@ -77,6 +79,12 @@ pub async fn create(
         return Err(AppError::client(
             ErrorCode::InvalidEndpoint,
             format!("url must be an http or https URL of at most {MAX_URL_LEN} characters"),
+        ));
+    }
+    if input.events.len() > MAX_EVENTS_LISTED {
+        return Err(AppError::client(
+            ErrorCode::InvalidParameter,
+            format!("events may list at most {MAX_EVENTS_LISTED} types"),
         ));
     }
     outbound.check(&url).await?;
@@ -395,6 +403,30 @@ mod tests {
         assert!(listed[0].disabled_at.is_some(), "410 disables the endpoint");
         let attempts = t.app.webhook_attempts(&t.caller, row.id).await.unwrap();
         assert_eq!(attempts.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_master_key_rotation_reseals_webhook_secrets() {
+        let sender = Arc::new(RecordingSender::default());
+        let t = app_with(sender, vec![]).await;
+        let (row, secret) = t
+            .app
+            .create_webhook(
+                &t.caller,
+                input("http://hooks.test/", &[EventType::Completed]),
+            )
+            .await
+            .unwrap();
+        let new = MasterKey::generate();
+        let done = crate::usecases::rotate_master_key(&t.app.store, &t.app.master_key, &new)
+            .await
+            .unwrap();
+        assert_eq!(done.resealed, 1);
+        let row = t.app.store.webhook(row.id).await.unwrap().unwrap();
+        let opened = new
+            .open_webhook_secret(&row.secret_sealed, row.owner_id, row.id)
+            .unwrap();
+        assert_eq!(WebhookSecret::from_bytes(opened).unwrap().shown(), secret);
     }
 
     #[tokio::test]
