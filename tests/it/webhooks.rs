@@ -409,3 +409,69 @@ async fn a_worker_killed_mid_delivery_loses_nothing_and_the_exchange_carries_com
     assert!(!logs.is_empty());
     assert!(!logs.contains(secret_b64), "the secret is in a log");
 }
+
+#[test]
+fn the_cli_creates_lists_and_deletes_endpoints_under_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::common::cluster::binary("partway"))
+            .args(args)
+            .env("PARTWAY_DATA_DIR", dir.path())
+            .env("PARTWAY_OUTBOUND", "allowlist")
+            // Nothing is sent: creating an endpoint only checks its address.
+            .env("PARTWAY_ALLOWED_ENDPOINTS", "127.0.0.1:9")
+            .env_remove("PARTWAY_DATABASE_URL")
+            .env_remove("PARTWAY_MASTER_KEY")
+            .output()
+            .expect("run partway")
+    };
+    let refused = run(&[
+        "webhooks",
+        "create",
+        "--owner",
+        "cli",
+        "--url",
+        "http://10.0.0.1/hook",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("10.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let created = run(&[
+        "webhooks",
+        "create",
+        "--owner",
+        "cli",
+        "--url",
+        "http://127.0.0.1:9/hook",
+        "--events",
+        "upload.completed,upload.failed",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&created.stdout).to_string();
+    let secret = stdout.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("whsec_"), "{stdout}");
+    let listed = run(&["webhooks", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let line = listed
+        .lines()
+        .find(|l| l.contains("127.0.0.1:9/hook"))
+        .expect(&listed);
+    assert!(line.contains("upload.completed,upload.failed"), "{line}");
+    assert!(!listed.contains(&secret[6..]), "no secret in the list");
+    let id = line.split('\t').next().unwrap();
+    let deleted = run(&["webhooks", "delete", id]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let listed = run(&["webhooks", "list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(id));
+}
