@@ -33,6 +33,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Webhook endpoints (signed events for applications).
+    Webhooks {
+        #[command(subcommand)]
+        action: crate::webhook_commands::WebhooksAction,
+    },
     /// Owners and their quotas.
     Owners {
         #[command(subcommand)]
@@ -237,6 +242,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { action } => keys(Config::load()?, action).await,
         Command::Owners { action } => owners(Config::load()?, action).await,
         Command::Tokens { action } => tokens(Config::load()?, action).await,
+        Command::Webhooks { action } => {
+            crate::webhook_commands::webhooks(Config::load()?, action).await
+        }
         Command::Openapi => {
             print!("{}", partway::openapi_yaml());
             Ok(())

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod commands;
+mod webhook_commands;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -13,12 +13,13 @@ use poem::{
 use serde_yaml::{Mapping, Value};
 
 /// The request bodies whose optional fields accept `null` as "absent".
-const REQUEST_SCHEMAS: [&str; 5] = [
+const REQUEST_SCHEMAS: [&str; 6] = [
     "InitRequest",
     "TokenRequest",
     "CompleteRequest",
     "PartReport",
     "BrowserTokenRequest",
+    "WebhookRequest",
 ];
 
 /// The routes' parameters checked by a compiled pattern: (path, method, name, pattern).

@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod redact;
 mod routes;
 pub mod slow;
+mod webhooks;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -28,6 +29,7 @@ use poem_openapi::OpenApiService;
 use tracing::Instrument;
 
 pub use routes::UploadApi;
+pub use webhooks::WebhookApi;
 
 /// Binds the HTTP listener and returns it with the address it got (port 0 picks one).
 /// Connections are held to `limits` (`slow.rs`): how many at once, and how long a
@@ -48,8 +50,8 @@ pub async fn bind(
 /// Large enough for a 10,000-part complete body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-pub fn openapi_service() -> OpenApiService<UploadApi, ()> {
-    OpenApiService::new(UploadApi, "partway", env!("CARGO_PKG_VERSION"))
+pub fn openapi_service() -> OpenApiService<(UploadApi, WebhookApi), ()> {
+    OpenApiService::new((UploadApi, WebhookApi), "partway", env!("CARGO_PKG_VERSION"))
         .description("Resumable multipart uploads to S3-compatible storage. Clients PUT part bytes straight to storage through presigned URLs.")
 }
 

@@ -165,7 +165,7 @@ struct StreamState {
     /// A final status was sent.
     done: bool,
 }
-type AppData<'a> = Data<&'a Arc<App>>;
+pub(crate) type AppData<'a> = Data<&'a Arc<App>>;
 
 /// The `Idempotency-Key` header as sent: poem-openapi reads a value that is not
 /// visible ASCII as no header at all, which would silently drop the key.
@@ -179,7 +179,7 @@ fn idempotency_header(req: &poem::Request, parsed: Option<String>) -> ApiResult<
     }
 }
 
-async fn caller(app: &App, auth: &Auth) -> ApiResult<Caller> {
+pub(crate) async fn caller(app: &App, auth: &Auth) -> ApiResult<Caller> {
     Ok(app.authenticate(Some(auth.key())).await?)
 }
 

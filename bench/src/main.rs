@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 mod delay_proxy;
+mod events;
 mod scale_out;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -97,7 +98,7 @@ fn progress(msg: &str) {
 #[tokio::main]
 async fn main() {
     let rows: Vec<u32> = std::env::var("PARTWAY_BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5,6".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -111,6 +112,7 @@ async fn main() {
             4 => row_upload(&mut state).await,
             5 => scale_out::row_scale_out(&mut state).await,
             6 => row_memory(&mut state).await,
+            7 => events::row_events(&mut state).await,
             _ => Ok(vec![]),
         };
         match result {

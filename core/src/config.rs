@@ -277,6 +277,11 @@ pub struct Config {
     /// credential, same syntax.
     #[serde(deserialize_with = "rate_limit", serialize_with = "ser_rate_limit")]
     pub rate_limit_anon: Option<RateLimit>,
+    /// `PARTWAY_WEBHOOK_RETRY_SCHEDULE`: the delays between attempts at a webhook
+    /// delivery, comma-separated (`5s,30s,2m,…`); unset: DESIGN §6's, about a day
+    /// (`events::default_retry_schedule`).
+    #[serde(deserialize_with = "lossy_opt_string", default)]
+    pub webhook_retry_schedule: Option<String>,
 }
 
 impl Default for Config {
@@ -325,6 +330,7 @@ impl Default for Config {
             max_active_bytes: None,
             rate_limit: RateLimit::parse(DEFAULT_RATE_LIMIT).ok().flatten(),
             rate_limit_anon: RateLimit::parse(DEFAULT_RATE_LIMIT_ANON).ok().flatten(),
+            webhook_retry_schedule: None,
         }
     }
 }
@@ -460,6 +466,7 @@ impl Config {
             ));
         }
         config.allowed_endpoints()?;
+        config.event_settings()?;
         if let Some(key) = &config.dev_api_key {
             let key = key.expose().trim();
             if crate::domain::browser::is_browser_token(key) {
@@ -498,6 +505,17 @@ impl Config {
     /// The embedded S3 endpoint runs only when no S3 bucket or endpoint is set.
     pub fn uses_embedded_s3(&self) -> bool {
         self.s3_bucket.is_none() && self.s3_endpoint.is_none()
+    }
+
+    /// How webhook deliveries are retried (`PARTWAY_WEBHOOK_RETRY_SCHEDULE`).
+    pub fn event_settings(&self) -> Result<crate::events::EventSettings, ConfigError> {
+        let mut settings = crate::events::EventSettings::default();
+        if let Some(text) = &self.webhook_retry_schedule {
+            settings.retry_schedule = crate::events::parse_retry_schedule(text).map_err(|e| {
+                ConfigError::Invalid(format!("PARTWAY_WEBHOOK_RETRY_SCHEDULE: {e}"))
+            })?;
+        }
+        Ok(settings)
     }
 
     /// `PARTWAY_ALLOWED_ENDPOINTS`, parsed.

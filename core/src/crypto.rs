@@ -31,6 +31,19 @@ pub const SEALED_PREFIX: &[u8] = b"v2:";
 /// HKDF `info` of the credential-sealing key: one derived key per purpose and version.
 const CREDENTIALS_KEY_LABEL: &[u8] = b"partway/credentials/v2";
 
+/// HKDF `info` of the webhook-secret sealing key.
+const WEBHOOK_KEY_LABEL: &[u8] = b"partway/webhook-secrets/v2";
+
+/// What a sealed webhook secret is bound to: its endpoint row.
+fn webhook_binding(owner_id: uuid::Uuid, webhook_id: uuid::Uuid) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!([
+        "partway/webhook/v2",
+        owner_id,
+        webhook_id
+    ]))
+    .unwrap_or_default()
+}
+
 /// HKDF-SHA256 (RFC 5869) of `ikm` with an empty salt, 32 bytes of output for `info`.
 fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
     // Extract: PRK = HMAC(salt = 32 zero bytes, IKM). HMAC takes keys of any length.
@@ -148,6 +161,63 @@ impl MasterKey {
         let (nonce, ciphertext) = body.split_at(12);
         let aad = binding.associated_data();
         self.credentials_cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CryptoError::Unseal)
+    }
+
+    /// The AES-256-GCM key for webhook signing secrets (DESIGN §6), derived apart from
+    /// the credentials' key.
+    fn webhook_cipher(&self) -> Aes256Gcm {
+        let key = hkdf_sha256(&self.0, WEBHOOK_KEY_LABEL);
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))
+    }
+
+    /// A webhook secret, `v2:` ‖ nonce ‖ ciphertext+tag, bound to its endpoint row.
+    pub fn seal_webhook_secret(
+        &self,
+        secret: &[u8],
+        owner_id: uuid::Uuid,
+        webhook_id: uuid::Uuid,
+    ) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = webhook_binding(owner_id, webhook_id);
+        let ciphertext = self
+            .webhook_cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut sealed = SEALED_PREFIX.to_vec();
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens a webhook secret sealed for exactly this endpoint row.
+    pub fn open_webhook_secret(
+        &self,
+        sealed: &[u8],
+        owner_id: uuid::Uuid,
+        webhook_id: uuid::Uuid,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let body = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .filter(|b| b.len() >= 12 + 16)
+            .ok_or(CryptoError::Unseal)?;
+        let (nonce, ciphertext) = body.split_at(12);
+        let aad = webhook_binding(owner_id, webhook_id);
+        self.webhook_cipher()
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {

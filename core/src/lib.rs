@@ -9,6 +9,7 @@ pub mod browser_token;
 pub mod cache;
 pub mod config;
 pub mod crypto;
+pub mod events;
 pub mod jobs;
 pub mod memory;
 pub mod metrics;

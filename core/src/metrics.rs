@@ -23,6 +23,14 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Requests let through because the rate limiter could not answer (fail open).
     pub rate_limiter_errors: IntCounter,
+    /// Webhook delivery attempts by outcome (`delivered`, `retry`, `failed`, `gone`).
+    pub webhook_deliveries: IntCounterVec,
+    /// From an event's status change to the first attempt at delivering it.
+    pub webhook_first_attempt_latency: HistogramVec,
+    /// Webhook deliveries not over yet; refreshed at each scrape.
+    pub webhook_undelivered: IntGaugeVec,
+    /// Events published to the AMQP event exchange (confirmed).
+    pub events_published: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -75,6 +83,34 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "partway_rate_limiter_errors_total",
             "Requests allowed without a limit because the rate limiter could not answer",
         )?,
+        webhook_deliveries: IntCounterVec::new(
+            Opts::new(
+                "partway_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (delivered, retry, failed, gone)",
+            ),
+            &["outcome"],
+        )?,
+        webhook_first_attempt_latency: HistogramVec::new(
+            HistogramOpts::new(
+                "partway_webhook_first_attempt_seconds",
+                "From an event's status change to the first attempt at delivering it",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &[],
+        )?,
+        webhook_undelivered: IntGaugeVec::new(
+            Opts::new(
+                "partway_webhook_undelivered",
+                "Webhook deliveries not over yet (pending or being retried)",
+            ),
+            &[],
+        )?,
+        events_published: IntCounter::new(
+            "partway_events_published_total",
+            "Events published to the AMQP event exchange (confirmed)",
+        )?,
         registry,
     };
     metrics
@@ -104,6 +140,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
     metrics
         .registry
         .register(Box::new(metrics.rate_limiter_errors.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.webhook_deliveries.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.webhook_first_attempt_latency.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.webhook_undelivered.clone()))?;
+    metrics
+        .registry
+        .register(Box::new(metrics.events_published.clone()))?;
     Ok(metrics)
 }
 

@@ -59,6 +59,9 @@ pub enum JobKind {
     Abort,
     #[sea_orm(string_value = "expire")]
     Expire,
+    /// Deliver one event to one webhook endpoint (`payload`: the delivery's id).
+    #[sea_orm(string_value = "webhook")]
+    Webhook,
 }
 
 impl JobKind {

@@ -7,8 +7,12 @@
 
 pub mod api_key;
 pub mod browser_token;
+pub mod event;
 pub mod idempotency_key;
 pub mod job;
 pub mod owner;
 pub mod upload;
 pub mod upload_part;
+pub mod webhook;
+pub mod webhook_attempt;
+pub mod webhook_delivery;

@@ -9,6 +9,7 @@ mod provider;
 mod size;
 mod status;
 mod token;
+pub mod webhooks;
 
 pub use error::{ErrorCode, ValidationError};
 pub use provider::{Provider, R2_MAX_OBJECT_SIZE, S3_MAX_OBJECT_SIZE};

@@ -70,10 +70,12 @@
 //! * `publisher`: the confirm-mode publishing session and [`AmqpQueue::publish`].
 //! * `consumer`: [`AmqpQueue::consume_with_info`], [`Disposition`], [`DeliveryInfo`], and how a
 //!   delivery is handled and settled (ack, retry, park, requeue).
+//! * `events`: [`AmqpQueue::publish_event`], events for applications on the topic exchange.
 //! * `message`: [`JobMessage`], its parsing, and the properties and headers it travels with.
 
 mod connection;
 mod consumer;
+mod events;
 mod message;
 mod publisher;
 mod topology;

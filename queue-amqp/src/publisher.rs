@@ -25,9 +25,9 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The publishing side's connection and its confirm-mode channel.
 pub(crate) struct PubSession {
-    generation: u64,
+    pub(crate) generation: u64,
     pub(crate) conn: Connection,
-    channel: Channel,
+    pub(crate) channel: Channel,
 }
 
 impl PubSession {
@@ -79,7 +79,7 @@ impl AmqpQueue {
     }
 
     /// Forgets the publishing session `generation` (so the next call reconnects).
-    async fn invalidate_publisher(&self, generation: u64) {
+    pub(crate) async fn invalidate_publisher(&self, generation: u64) {
         let mut guard = self.inner.publisher.lock().await;
         if guard.as_ref().map(|s| s.generation) == Some(generation) {
             *guard = None;

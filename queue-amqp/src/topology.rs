@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Every job kind; one work queue per kind.
-pub const KINDS: [&str; 5] = ["init", "resume", "complete", "abort", "expire"];
+pub const KINDS: [&str; 6] = ["init", "resume", "complete", "abort", "expire", "webhook"];
 
 /// Delay tiers in seconds. `Retry(d)` uses the smallest tier `>= d` (the last one for longer
 /// delays).
@@ -42,6 +42,9 @@ pub struct Topology {
     pub delay_tiers: Vec<(u64, String)>,
     /// The parking (dead-letter) queue.
     pub parking: String,
+    /// The topic exchange events for applications are published to (DESIGN §6), routing
+    /// key = event type; applications bind their own queues.
+    pub events_exchange: String,
 }
 
 impl Topology {
@@ -59,6 +62,7 @@ impl Topology {
                 .map(|s| (*s, format!("{prefix}partway.delay.{s}s")))
                 .collect(),
             parking: format!("{prefix}partway.parking"),
+            events_exchange: format!("{prefix}partway.events"),
             exchange,
         }
     }
@@ -119,6 +123,15 @@ impl AmqpQueue {
             .exchange_declare(
                 topo.exchange.as_str().into(),
                 ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(e)?;
+        channel
+            .exchange_declare(
+                topo.events_exchange.as_str().into(),
+                ExchangeKind::Topic,
                 durable_exchange,
                 FieldTable::default(),
             )
@@ -279,6 +292,7 @@ impl AmqpQueue {
         }
         let mut exchanges: Vec<&str> = topo.delay_tiers.iter().map(|(_, x)| x.as_str()).collect();
         exchanges.push(&topo.exchange);
+        exchanges.push(&topo.events_exchange);
         for exchange in exchanges {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())

@@ -84,6 +84,7 @@ pub async fn run_outbox_relay(
 ) {
     let wake = queue.relay_waker();
     while !*shutdown.borrow() {
+        crate::events::relay_events(app.store(), queue.amqp()).await;
         loop {
             match relay_once(app.store(), queue.amqp()).await {
                 Ok(n) if n as u64 == RELAY_BATCH => continue,

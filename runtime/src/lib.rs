@@ -20,6 +20,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 
 pub mod distributed;
+pub mod events;
 mod node;
 
 pub use node::{Node, Roles};
@@ -396,6 +397,11 @@ pub fn build_app(
         queue,
         master_key,
         settings,
+    )
+    .with_event_settings(
+        config
+            .event_settings()
+            .map_err(|e| StartupError::Config(e.to_string()))?,
     ))
 }
 

@@ -39,6 +39,11 @@ pub(crate) enum JobError {
     Retry(String),
     /// Trying again cannot help.
     Fatal(String),
+    /// Try again after this delay, on the handler's own schedule (webhook deliveries):
+    /// not counted against [`MAX_ATTEMPTS`].
+    RetryIn(Duration, String),
+    /// Not yet: something must happen first (an earlier delivery). No attempt is used.
+    Later(Duration),
 }
 
 impl From<sea_orm::DbErr> for JobError {
@@ -99,6 +104,8 @@ impl App {
             let label = match &outcome {
                 Ok(()) => "done",
                 Err(JobError::Retry(_)) if job.attempts < MAX_ATTEMPTS => "retry",
+                Err(JobError::RetryIn(..)) => "retry",
+                Err(JobError::Later(_)) => "later",
                 Err(_) => "failed",
             };
             m.job_runs
@@ -124,6 +131,14 @@ impl App {
                 store.retry_job_later(job.id, delay, reason).await?;
                 JobRun::RetryAfter(delay)
             }
+            Err(JobError::RetryIn(delay, reason)) => {
+                store.retry_job_later(job.id, delay, reason).await?;
+                JobRun::RetryAfter(delay)
+            }
+            Err(JobError::Later(delay)) => {
+                store.defer_job(job.id, delay).await?;
+                JobRun::RetryAfter(delay)
+            }
             Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
                 warn!(%reason, attempts = job.attempts, "job given up");
                 self.record_job_failure(&job).await?;
@@ -133,7 +148,11 @@ impl App {
                 JobRun::GaveUp(reason)
             }
         };
-        self.publish(job.upload_id).await;
+        if job.kind != JobKind::Webhook {
+            self.publish(job.upload_id).await;
+        }
+        // The change may have written events whose deliveries are jobs: move them on now.
+        self.queue.wake().await;
         Ok(run)
     }
 
@@ -146,6 +165,8 @@ impl App {
             JobKind::Init => Some(UploadStatus::Initiating),
             JobKind::Complete => Some(UploadStatus::Completing),
             JobKind::Resume | JobKind::Abort | JobKind::Expire => None,
+            // A delivery's failure is its own (the deliveries list), not the upload's.
+            JobKind::Webhook => return Ok(()),
         };
         match failing_from {
             Some(from) => self.store().fail_upload(job.upload_id, from, code).await?,
@@ -155,6 +176,9 @@ impl App {
     }
 
     async fn run_handler(&self, job: &job::Model) -> Result<(), JobError> {
+        if job.kind == JobKind::Webhook {
+            return self.job_webhook(job).await;
+        }
         let Some(upload) = self.store().upload(job.upload_id).await? else {
             return Ok(());
         };
@@ -168,6 +192,7 @@ impl App {
             }
             JobKind::Abort => self.job_abort(upload, UploadStatus::Aborting).await,
             JobKind::Expire => self.job_abort(upload, UploadStatus::Expired).await,
+            JobKind::Webhook => Ok(()),
         }
     }
 }

@@ -146,6 +146,25 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the job pending again, due after `delay`, giving back the attempt its
+    /// claim counted (it waited; it did not try).
+    pub async fn defer_job(&self, job_id: Uuid, delay: Duration) -> Result<(), DbErr> {
+        let run_after = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        job::Entity::update_many()
+            .col_expr(job::Column::State, Expr::value(JobState::Pending))
+            .col_expr(job::Column::RunAfter, Expr::value(run_after))
+            .col_expr(job::Column::LeasedUntil, no_lease())
+            .col_expr(
+                job::Column::Attempts,
+                Expr::col(job::Column::Attempts).sub(1),
+            )
+            .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(job::Column::Id.eq(job_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Makes every job a dead process held claimable again (embedded mode: one process).
     pub async fn release_all_leases(&self) -> Result<u64, DbErr> {
         let result = job::Entity::update_many()

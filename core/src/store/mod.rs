@@ -5,6 +5,8 @@
 //! - [`uploads`]: upload rows, and the one status compare-and-set ([`Store::transition`]).
 //! - [`parts`]: the parts a client reported or storage listed, and the progress counters.
 //! - [`jobs`]: the job rows (the outbox): creation, the lease-based claim, outcomes, relay.
+//! - [`events`]: events for applications (written with the status change that causes
+//!   them), webhook endpoints, deliveries and attempts, the event exchange's relay batches.
 //! - [`idempotency`]: remembered `Idempotency-Key`s.
 //! - [`keys`]: owners and API keys.
 //! - [`browser_tokens`]: browser tokens and the count behind their `maxUploads`.
@@ -13,6 +15,7 @@
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub mod browser_tokens;
+pub mod events;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;

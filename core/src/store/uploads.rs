@@ -9,9 +9,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{browser_tokens, idempotency, owners, parts, Store};
+use super::{browser_tokens, events, idempotency, owners, parts, Store};
 use crate::{
     domain::{last_error_message, ErrorCode, Quota, UploadStatus, ValidationError},
+    events::EventType,
     ports::StoredPart,
 };
 
@@ -123,7 +124,12 @@ async fn transition_on(
         .filter(upload::Column::Status.is_in(from.iter().copied()))
         .exec(db)
         .await?;
-    Ok(moved.rows_affected == 1)
+    let moved = moved.rows_affected == 1;
+    // The event it causes, in the same transaction (callers with an event open one).
+    if let (true, Some(event)) = (moved, EventType::of_transition(from, to)) {
+        events::emit_on(db, id, event).await?;
+    }
+    Ok(moved)
 }
 
 async fn set_last_error_on(
@@ -228,7 +234,14 @@ impl Store {
         to: UploadStatus,
         patch: UploadPatch,
     ) -> Result<bool, DbErr> {
-        transition_on(&self.db, id, from, to, &patch).await
+        if EventType::of_transition(from, to).is_none() {
+            return transition_on(&self.db, id, from, to, &patch).await;
+        }
+        // The change and the event it causes commit together.
+        let txn = self.db.begin().await?;
+        let moved = transition_on(&txn, id, from, to, &patch).await?;
+        txn.commit().await?;
+        Ok(moved)
     }
 
     /// A transition that queues a job, atomically (the outbox): the job exists exactly
@@ -287,15 +300,21 @@ impl Store {
         from: UploadStatus,
         code: ErrorCode,
     ) -> Result<(), DbErr> {
-        transition_on(
-            &self.db,
+        // One transaction: the status, the error and the `upload.failed` event (whose
+        // document shows the error) commit together.
+        let txn = self.db.begin().await?;
+        let moved = transition_on(
+            &txn,
             id,
             &[from],
             UploadStatus::Failed,
-            &UploadPatch::default(),
+            &UploadPatch::error(code),
         )
         .await?;
-        set_last_error_on(&self.db, id, code).await
+        if !moved {
+            set_last_error_on(&txn, id, code).await?;
+        }
+        txn.commit().await
     }
 
     /// Uploads whose sealed credentials are not in the current format (`v1`, from

@@ -24,6 +24,11 @@ impl App {
                         m.uploads.with_label_values(&[status.as_str()]).set(n);
                     }
                 }
+                if let Ok(n) = self.store.undelivered_count().await {
+                    m.webhook_undelivered
+                        .with_label_values(&[] as &[&str])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 if let Ok(rows) = self.store.unfinished_jobs_by_kind().await {
                     for kind in JobKind::all() {
                         let n = rows.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n);

@@ -18,6 +18,7 @@
 //! | [`sweep`] | mark expired uploads and queue their storage aborts |
 //! | [`metrics`] | the gauges read from the database |
 //! | [`events`] | an open event stream's lease: owner slots, credential re-check, lifetime |
+//! | [`webhooks`] | webhook endpoints: create, list, delete, their deliveries, a test ping |
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -49,6 +50,7 @@ pub mod settle;
 pub mod status;
 mod storage_of;
 pub mod sweep;
+pub mod webhooks;
 
 pub use error::AppError;
 pub use events::{StreamEnd, StreamLease, StreamLimits};
@@ -87,6 +89,10 @@ pub struct App {
     gauges_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
     pub(crate) settings: Settings,
     rate_limiter: crate::rate_limit::RequestLimiter,
+    /// How webhook deliveries are retried and timed out.
+    pub(crate) event_settings: crate::events::EventSettings,
+    /// Where webhook requests go out.
+    pub(crate) webhook_sender: Arc<dyn crate::events::sender::WebhookSender>,
 }
 
 /// What an API call did: the upload as it is now, and the job it queued or joined.
@@ -107,16 +113,35 @@ impl App {
     ) -> App {
         App {
             store,
-            storage,
             cache,
             queue,
             master_key,
             keys: KeyCache::default(),
             streams: Arc::default(),
             gauges_refreshed: Default::default(),
+            event_settings: crate::events::EventSettings::default(),
+            webhook_sender: Arc::new(crate::events::sender::HttpSender::new(
+                storage.outbound().clone(),
+            )),
+            storage,
             settings,
             rate_limiter: crate::rate_limit::RequestLimiter::off(),
         }
+    }
+
+    /// With webhook delivery settings other than the defaults.
+    pub fn with_event_settings(mut self, settings: crate::events::EventSettings) -> App {
+        self.event_settings = settings;
+        self
+    }
+
+    /// With another way out for webhook requests (use-case tests record them).
+    pub fn with_webhook_sender(
+        mut self,
+        sender: Arc<dyn crate::events::sender::WebhookSender>,
+    ) -> App {
+        self.webhook_sender = sender;
+        self
     }
 
     /// With request rate limits (DESIGN §7); without, nothing is limited.

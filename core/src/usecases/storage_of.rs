@@ -263,6 +263,28 @@ pub async fn rotate_master_key(
             rotation.resealed += 1;
         }
     }
+    // Webhook signing secrets (DESIGN §6) are sealed with the same master key.
+    for row in store.all_webhooks().await? {
+        let sealed = row.secret_sealed.as_slice();
+        if new
+            .open_webhook_secret(sealed, row.owner_id, row.id)
+            .is_ok()
+        {
+            rotation.already += 1;
+            continue;
+        }
+        let Ok(plain) = old.open_webhook_secret(sealed, row.owner_id, row.id) else {
+            rotation.unreadable += 1;
+            continue;
+        };
+        let resealed = new.seal_webhook_secret(&plain, row.owner_id, row.id);
+        if store
+            .replace_webhook_secret(row.id, sealed, &resealed)
+            .await?
+        {
+            rotation.resealed += 1;
+        }
+    }
     Ok(rotation)
 }
 

@@ -170,6 +170,17 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Every log line every process of the cluster wrote so far.
+    pub fn all_logs(&self) -> String {
+        std::fs::read_dir(self.logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn jobs_done_by(&self, n: usize) -> usize {
         self.worker_log(n)
             .lines()

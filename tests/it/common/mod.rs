@@ -2,6 +2,7 @@
 //! HTTP, like a client.
 pub mod cluster;
 pub mod private;
+pub mod receiver;
 use std::{path::PathBuf, time::Duration};
 
 use partway::Application;
