@@ -23,7 +23,7 @@ const REQUEST_SCHEMAS: [&str; 6] = [
 ];
 
 /// The routes' parameters checked by a compiled pattern: (path, method, name, pattern).
-const PARAMETER_PATTERNS: [(&str, &str, &str, &Pattern); 5] = [
+const PARAMETER_PATTERNS: [(&str, &str, &str, &Pattern); 8] = [
     (
         "/api/v1/upload/multipart/init",
         "post",
@@ -49,6 +49,14 @@ const PARAMETER_PATTERNS: [(&str, &str, &str, &Pattern); 5] = [
         "id",
         &pattern::UUID,
     ),
+    ("/api/v1/webhooks/{id}", "delete", "id", &pattern::UUID),
+    (
+        "/api/v1/webhooks/{id}/deliveries",
+        "get",
+        "id",
+        &pattern::UUID,
+    ),
+    ("/api/v1/webhooks/{id}/test", "post", "id", &pattern::UUID),
 ];
 
 /// Sets `pattern` where poem-openapi's derive would have put it: after the numeric

@@ -159,7 +159,9 @@ impl WebhookApi {
         /// The endpoint's `id` (a UUID, lowercase).
         #[oai(
             name = "id",
-            validator(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+            validator(
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::UUID)"
+            )
         )]
         id: Path<String>,
     ) -> ApiResult<Json<WebhookDeleted>> {
@@ -188,7 +190,9 @@ impl WebhookApi {
         /// The endpoint's `id` (a UUID, lowercase).
         #[oai(
             name = "id",
-            validator(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+            validator(
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::UUID)"
+            )
         )]
         id: Path<String>,
     ) -> ApiResult<Json<WebhookAttemptList>> {
@@ -215,7 +219,9 @@ impl WebhookApi {
         /// The endpoint's `id` (a UUID, lowercase).
         #[oai(
             name = "id",
-            validator(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+            validator(
+                custom = "partway_protocol::pattern::Matches(&partway_protocol::pattern::UUID)"
+            )
         )]
         id: Path<String>,
     ) -> ApiResult<Json<WebhookPing>> {

@@ -62,6 +62,8 @@ patterns! {
     METADATA_FILTER = r"^[A-Za-z0-9_-]{1,128}:[ -~]*$";
     /// A list's `nextCursor`.
     CURSOR = r"^[0-9]{1,12}\.[0-9]{9}_[0-9a-f]{32}$";
+    /// A webhook's URL: http(s).
+    WEBHOOK_URL = r"^\s*[hH][tT][tT][pP][sS]?://.*$";
     /// A UUID, lowercase.
     UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 }
@@ -131,6 +133,7 @@ pub static SCHEMA_PATTERNS: &[(&str, &str, SchemaPlace, &Pattern)] = &[
         SchemaPlace::Property,
         &LABEL,
     ),
+    ("WebhookRequest", "url", SchemaPlace::Property, &WEBHOOK_URL),
 ];
 
 #[cfg(test)]

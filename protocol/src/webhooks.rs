@@ -43,7 +43,10 @@ impl WebhookEventType {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookRequest {
     /// Where events are POSTed, at most 2048 characters.
-    #[oai(validator(max_length = 2048, pattern = r"^\s*[hH][tT][tT][pP][sS]?://.*$"))]
+    #[oai(validator(
+        max_length = 2048,
+        custom = "crate::pattern::Matches(&crate::pattern::WEBHOOK_URL)"
+    ))]
     pub url: String,
     /// The event types to send (at least one).
     #[oai(validator(min_items = 1, max_items = 16))]
