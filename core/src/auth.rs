@@ -82,18 +82,29 @@ pub struct KeyCache {
 impl KeyCache {
     /// Resolves a presented key or browser token.
     pub async fn resolve(&self, store: &Store, presented: &str) -> Result<Credential, DbErr> {
-        let hash = hash_api_key(presented);
+        self.resolve_hashed(store, presented, &hash_api_key(presented))
+            .await
+    }
+
+    /// [`KeyCache::resolve`] with the key's hash already computed (the rate limiter
+    /// keeps it as the budget's name).
+    pub async fn resolve_hashed(
+        &self,
+        store: &Store,
+        presented: &str,
+        hash: &str,
+    ) -> Result<Credential, DbErr> {
         if let Some((at, entry)) = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
+            .get(hash)
         {
             if at.elapsed() < CACHE_TTL {
                 return Ok(entry.credential(Utc::now()));
             }
         }
-        self.refresh(store, presented, hash).await
+        self.refresh(store, presented, hash.to_owned()).await
     }
 
     /// Looks the credential up in the store, past the cache, and caches the answer: an

@@ -31,8 +31,11 @@ impl App {
     /// checked (the database is down) counts as none: the route answers 503 anyway.
     pub async fn rate_subject(&self, presented: Option<&str>, address: IpAddr) -> RateSubject {
         if let Some(key) = presented.map(str::trim).filter(|k| !k.is_empty()) {
-            if let Ok(Credential::Valid(_)) = self.keys.resolve(&self.store, key).await {
-                return RateSubject::Credential(hash_api_key(key));
+            let hash = hash_api_key(key);
+            if let Ok(Credential::Valid(_)) =
+                self.keys.resolve_hashed(&self.store, key, &hash).await
+            {
+                return RateSubject::Credential(hash);
             }
         }
         RateSubject::address(address)
