@@ -6,7 +6,7 @@ use partway_core::{
     usecases::{
         effective_status,
         parts::{missing_parts, progress_of},
-        token_of,
+        size_known, token_of,
     },
     App,
 };
@@ -19,6 +19,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The status document of an upload; `downloadUrl` is presigned afresh.
 pub async fn status_doc(app: &App, upload: &upload::Model) -> ApiResult<StatusDoc> {
     let status = effective_status(upload, Utc::now());
+    let known = size_known(upload);
     let (url, download_url) = match app.completed_urls(upload).await? {
         Some((url, download_url)) => (Some(url), Some(download_url)),
         None => (None, None),
@@ -29,13 +30,13 @@ pub async fn status_doc(app: &App, upload: &upload::Model) -> ApiResult<StatusDo
         status: status.as_str().to_string(),
         filename: upload.filename.clone(),
         content_type: upload.content_type.clone(),
-        file_size: upload.file_size as u64,
-        part_size: upload.part_size as u64,
-        total_parts: upload.total_parts as u32,
+        file_size: known.then_some(upload.file_size as u64),
+        part_size: known.then_some(upload.part_size as u64),
+        total_parts: known.then_some(upload.total_parts as u32),
         file_key: upload.file_key.clone(),
         provider: upload.provider.to_string(),
         metadata: serde_json::from_value(upload.metadata.clone()).unwrap_or_default(),
-        progress: progress_doc(progress_of(upload)),
+        progress: progress_doc(progress_of(upload), size_known(upload)),
         urls_ready: upload.urls_ready.max(0) as u32,
         created_at: rfc3339(upload.created_at),
         updated_at: rfc3339(upload.updated_at),
@@ -95,7 +96,7 @@ pub async fn resume_result(app: &App, upload: &upload::Model) -> ApiResult<Resum
             })
             .collect(),
         remaining_parts: parts.into_iter().map(part_doc).collect(),
-        progress: progress_doc(progress_of(upload)),
+        progress: progress_doc(progress_of(upload), size_known(upload)),
     })
 }
 

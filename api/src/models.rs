@@ -54,6 +54,7 @@ pub fn init_input(req: InitRequest) -> InitInput {
             r2_account_id: req.r2_account_id,
             r2_bucket: req.r2_bucket,
         },
+        sizing: None,
     }
 }
 
@@ -90,14 +91,16 @@ impl ContractBody for PartReport {
     }
 }
 
-pub fn progress_doc(p: Progress) -> ProgressDoc {
+/// `known`: whether the upload's size is known (totals and percentages are null
+/// until it is: DESIGN §5).
+pub fn progress_doc(p: Progress, known: bool) -> ProgressDoc {
     ProgressDoc {
         uploaded: p.uploaded,
-        total: p.total,
-        percentage: p.percentage,
+        total: known.then_some(p.total),
+        percentage: known.then_some(p.percentage),
         uploaded_bytes: p.uploaded_bytes,
-        total_bytes: p.total_bytes,
-        bytes_percentage: p.bytes_percentage,
+        total_bytes: known.then_some(p.total_bytes),
+        bytes_percentage: known.then_some(p.bytes_percentage),
     }
 }
 

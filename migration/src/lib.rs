@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261129_000001_owner_quotas;
 mod m20261129_000002_browser_tokens;
+mod m20261207_000001_upload_sizing;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261129_000001_owner_quotas::Migration),
             Box::new(m20261129_000002_browser_tokens::Migration),
+            Box::new(m20261207_000001_upload_sizing::Migration),
         ]
     }
 }
@@ -49,9 +51,9 @@ mod tests {
             columns.contains(&"max_active_bytes".to_string()),
             "{columns:?}"
         );
-        Migrator::down(&db, Some(2))
+        Migrator::down(&db, Some(3))
             .await
-            .expect("browser token and quota migrations down");
+            .expect("sizing, browser token and quota migrations down");
         let columns = owner_columns(&db).await;
         assert!(
             !columns.iter().any(|c| c.starts_with("max_active")),

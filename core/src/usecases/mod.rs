@@ -17,6 +17,7 @@
 //! | [`settle`] | `?wait=N`: wait for the queued job, then the upload as it is |
 //! | [`sweep`] | mark expired uploads and queue their storage aborts |
 //! | [`metrics`] | the gauges read from the database |
+//! | [`uppy`] | the Uppy (Companion-compatible) routes: size-unknown uploads, part URLs on demand, form-POST policies and their checks |
 //! | [`events`] | an open event stream's lease: owner slots, credential re-check, lifetime |
 use std::{sync::Arc, time::Duration};
 
@@ -49,6 +50,7 @@ pub mod settle;
 pub mod status;
 mod storage_of;
 pub mod sweep;
+pub mod uppy;
 
 pub use error::AppError;
 pub use events::{StreamEnd, StreamLease, StreamLimits};
@@ -200,6 +202,12 @@ pub fn effective_status(upload: &upload::Model, now: DateTime<Utc>) -> UploadSta
     } else {
         upload.status
     }
+}
+
+/// Whether the upload's size is known: declared at init, or (an upload made through the
+/// Uppy routes) fixed at complete. Until then its size fields are shown as null.
+pub fn size_known(upload: &upload::Model) -> bool {
+    upload.sizing.is_none() || upload.completed_at.is_some()
 }
 
 /// The upload's resume token.

@@ -152,6 +152,10 @@ impl App {
         if !(status.accepts_parts() || status == UploadStatus::Completing) {
             return Err(AppError::conflict(status));
         }
+        if upload.sizing.is_some() {
+            // No plan yet: what storage holds is listed by the Uppy routes.
+            return self.unsized_part_views(&upload, state, after, limit).await;
+        }
         // state=all needs no part rows.
         let uploaded: BTreeSet<u32> = match state {
             PartState::All => BTreeSet::new(),

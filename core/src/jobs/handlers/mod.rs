@@ -16,6 +16,7 @@ mod abort;
 mod complete;
 mod init;
 mod resume;
+mod uppy;
 
 impl App {
     /// Presigns `numbers` page by page, storing each page in the cache as soon as it
