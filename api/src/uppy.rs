@@ -441,20 +441,28 @@ async fn sts() -> Response {
     ))
 }
 
-fn s3_routes() -> Route {
-    Route::new()
-        .at("/params", get(params))
-        .at("/sts", get(sts))
-        .at("/multipart", post(create))
-        .at("/multipart/:upload_id", get(list_parts).delete(abort))
-        .at("/multipart/:upload_id/batch", get(sign_batch))
-        .at("/multipart/:upload_id/complete", post(complete))
-        .at("/multipart/:upload_id/:part", get(sign_part))
+/// Companion's S3 routes under `base` (`/s3` or `/:token/s3`).
+fn s3_routes(route: Route, base: &str) -> Route {
+    route
+        .at(format!("{base}/params"), get(params))
+        .at(format!("{base}/sts"), get(sts))
+        .at(format!("{base}/multipart"), post(create))
+        .at(
+            format!("{base}/multipart/:upload_id"),
+            get(list_parts).delete(abort),
+        )
+        .at(
+            format!("{base}/multipart/:upload_id/batch"),
+            get(sign_batch),
+        )
+        .at(
+            format!("{base}/multipart/:upload_id/complete"),
+            post(complete),
+        )
+        .at(format!("{base}/multipart/:upload_id/:part"), get(sign_part))
 }
 
 /// The routes under `/uppy`: `/s3/…` (header auth) and `/{browserToken}/s3/…`.
 pub fn routes() -> Route {
-    Route::new()
-        .nest("/s3", s3_routes())
-        .nest("/:token/s3", s3_routes())
+    s3_routes(s3_routes(Route::new(), "/s3"), "/:token/s3")
 }

@@ -358,7 +358,7 @@ impl Client {
             .uploads
             .into_iter()
             .find(|u| {
-                u.file_size == size
+                u.file_size == Some(size)
                     && matches!(
                         u.upload_status(),
                         Some(
@@ -485,8 +485,8 @@ fn outcome(
                 d.file_key,
                 d.url.unwrap_or_default(),
                 d.download_url,
-                d.file_size,
-                d.total_parts,
+                d.file_size.unwrap_or_default(),
+                d.total_parts.unwrap_or_default(),
             ),
         };
     UploadOutcome {

@@ -22,3 +22,4 @@ mod security;
 mod slow_clients;
 mod upload_flow;
 mod upload_page;
+mod uppy;
