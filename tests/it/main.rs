@@ -23,3 +23,4 @@ mod slow_clients;
 mod upload_flow;
 mod upload_page;
 mod uppy;
+mod uppy_browser;
