@@ -1091,6 +1091,19 @@ fn read_stream(
     })
 }
 
+/// A key as a URL path: unreserved characters and `/` kept, the rest percent-encoded.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1111,17 +1124,4 @@ mod tests {
         assert_eq!(normalize_etag("abc"), "abc");
         assert_eq!(normalize_etag("W/\"abc\""), "abc");
     }
-}
-
-/// A key as a URL path: unreserved characters and `/` kept, the rest percent-encoded.
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
