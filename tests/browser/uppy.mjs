@@ -23,7 +23,7 @@ import path from 'node:path';
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const { chromium } = createRequire(path.join(config.playwright, 'noop.js'))('playwright-core');
 const esbuild = createRequire(path.join(config.uppy6, 'noop.js'))('esbuild');
-const DEADLINE_MS = 120_000;
+const DEADLINE_MS = config.deadlineMs || 120_000;
 
 async function bundle(dir, suffix) {
   const work = mkdtempSync(path.join(os.tmpdir(), 'uppy-entry-'));
@@ -235,7 +235,12 @@ try {
     const started = Date.now();
     let result;
     try {
-      result = await scenario(browser, s);
+      let timer;
+      const limit = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no result in ${DEADLINE_MS} ms`)), DEADLINE_MS);
+      });
+      result = await Promise.race([scenario(browser, s), limit]);
+      clearTimeout(timer);
     } catch (e) {
       result = { passed: false, error: String((e && e.stack) || e) };
     }

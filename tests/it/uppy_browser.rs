@@ -47,7 +47,7 @@ async fn mint(api: &Api, limits: Value) -> (String, String) {
 /// Runs the scenarios in Chromium; the page's result per scenario.
 async fn run(browser: &Browser, base: &str, insecure: bool, scenarios: &[Value]) -> Vec<Value> {
     let work = tempfile::tempdir().unwrap();
-    let config = json!({"base": base, "chromium": browser.chromium,
+    let config = json!({"base": base, "chromium": browser.chromium, "deadlineMs": 60_000,
         "playwright": browser.playwright, "uppy6": browser.uppy6, "uppy5": browser.uppy5,
         "insecure": insecure, "scenarios": scenarios});
     let path = work.path().join("uppy.json");
@@ -142,8 +142,10 @@ fn scenario(
         "multipart": multipart, "token": token})
 }
 
-/// The flows every deployment must pass; tokens minted on `api`.
-async fn common_scenarios(api: &Api, big: usize) -> Vec<Value> {
+/// The flows every deployment must pass; tokens minted on `api`. `v5_post`: whether
+/// storage answers a form POST with an `ETag` (moto does not, and 5.x then waits
+/// forever: a storage limit the issue notes, not partway's).
+async fn common_scenarios(api: &Api, big: usize, v5_post: bool) -> Vec<Value> {
     let mut out = Vec::new();
     for (name, kind, version, size, multipart) in [
         ("v6 small file (POST policy)", "upload", 6, 1000, false),
@@ -177,6 +179,9 @@ async fn common_scenarios(api: &Api, big: usize) -> Vec<Value> {
         ("v6 cancel aborts on storage", "cancel", 6, 26 * MIB, true),
         ("v5 cancel aborts on storage", "cancel", 5, 26 * MIB, true),
     ] {
+        if version == 5 && !multipart && !v5_post {
+            continue;
+        }
         let (_, token) = mint(api, json!({})).await;
         out.push(scenario(name, kind, version, size, multipart, &token));
     }
@@ -187,7 +192,7 @@ async fn common_scenarios(api: &Api, big: usize) -> Vec<Value> {
 async fn uppy_6_and_5_against_the_all_in_one_service() {
     let Some(browser) = browser() else { return };
     let app = TestApp::spawn_with(vec![("PARTWAY_CORS_ORIGINS".into(), "*".into())]).await;
-    let mut scenarios = common_scenarios(&app, 200 * MIB).await;
+    let mut scenarios = common_scenarios(&app, 200 * MIB, true).await;
     // Refused tokens: wrong, expired, revoked.
     let (expired_id, expired) = mint(&app, json!({"expiresIn": 60})).await;
     {
@@ -266,7 +271,10 @@ async fn uppy_5_signs_again_a_part_whose_url_expired() {
 }
 
 /// api + 2 workers on PostgreSQL, RabbitMQ, Redis and moto. moto sends no CORS headers,
-/// so Chromium runs without its CORS checks here (partway's own CORS is proven above).
+/// so Chromium runs without its CORS checks here (partway's own CORS is proven above);
+/// the big file is 40 MiB here (moto keeps parts in memory, at about 100 MiB/s on 2
+/// shared cores: 200 MiB is proven against the all-in-one service), and 5.x's form POST
+/// is left out (moto's POST answer has no `ETag`, so 5.x never finishes).
 #[tokio::test]
 async fn uppy_6_and_5_against_api_and_two_workers_with_moto() {
     let Some(browser) = browser() else { return };
@@ -275,7 +283,7 @@ async fn uppy_6_and_5_against_api_and_two_workers_with_moto() {
     else {
         return;
     };
-    let scenarios = common_scenarios(&cluster.api, 40 * MIB).await;
+    let scenarios = common_scenarios(&cluster.api, 40 * MIB, false).await;
     let results = run(&browser, &cluster.api.base, true, &scenarios).await;
     check_storage(&cluster.api, &scenarios, &results).await;
 }
