@@ -55,7 +55,7 @@ window.makeUppy = (s, base) => {
   const Uppy = s.version === 6 ? window.Uppy6 : window.Uppy5;
   const AwsS3 = s.version === 6 ? window.AwsS3v6 : window.AwsS3v5;
   const opts = s.version === 6
-    ? { companionEndpoint: base + '/uppy/' + s.token }
+    ? { companionEndpoint: s.companionEndpoint || (base + '/uppy/' + s.token) }
     : { endpoint: base + '/uppy', headers: { 'x-api-key': s.token } };
   opts.shouldUseMultipart = () => s.multipart;
   return new Uppy({ autoProceed: false }).use(AwsS3, opts);
@@ -101,7 +101,9 @@ async function upload(page, s, base) {
     const uppy = window.makeUppy(s, base);
     const id = uppy.addFile({ name: s.name, type: 'application/octet-stream', data: new Blob([data]) });
     if (s.resumeFrom) uppy.setFileState(id, { s3Multipart: s.resumeFrom });
+    const started = performance.now();
     const out = await uppy.upload();
+    const uploadMs = Math.round(performance.now() - started);
     let failed = (out?.failed || []).map((f) => String(f.error?.message || f.error));
     let successful = (out?.successful || []).length;
     if (s.retry && failed.length === 1) {
@@ -110,7 +112,7 @@ async function upload(page, s, base) {
       successful = (again?.successful || []).length;
     }
     const file = uppy.getFile(id);
-    return { sha256, successful, failed, uploadURL: file?.response?.uploadURL || null };
+    return { sha256, successful, failed, uploadMs, uploadURL: file?.response?.uploadURL || null };
   }, { s, base });
 }
 
