@@ -141,6 +141,33 @@ async fn a_size_unknown_multipart_upload_through_the_companion_routes() {
         .await;
     assert_eq!(uploaded["parts"].as_array().unwrap().len(), 3, "{uploaded}");
 
+    // partway's own routes on it: resume lists storage's parts and presigns nothing;
+    // a part report is refused (no plan until complete).
+    let (status, resumed) = app
+        .post(
+            "/api/v1/upload/multipart/resume?wait=30",
+            json!({"resumeToken": upload_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resumed}");
+    assert_eq!(
+        resumed["uploadedParts"].as_array().unwrap().len(),
+        3,
+        "{resumed}"
+    );
+    assert_eq!(resumed["remainingParts"], json!([]), "{resumed}");
+    let response = app
+        .http
+        .put(app.url(&format!("/api/v1/upload/multipart/{upload_id}/parts/1")))
+        .header("x-api-key", &app.key)
+        .json(&json!({"etag": "abc", "size": 5}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::common::read(response).await;
+    assert_eq!(status.as_u16(), 409, "{body}");
+    assert_eq!(body["error"], json!("UPLOAD_NOT_READY"), "{body}");
+
     // A key that does not match is 404; a wrong token 401; both in Companion's shape.
     let (status, body) = call(
         &app,

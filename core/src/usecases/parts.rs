@@ -69,6 +69,10 @@ impl App {
         upload: &upload::Model,
         numbers: &[u32],
     ) -> Result<Vec<PartView>, AppError> {
+        if numbers.is_empty() {
+            // Also a size-unknown upload's resume: it has no plan until complete.
+            return Ok(Vec::new());
+        }
         let plan = plan_of(upload)?;
         let Some(storage_upload_id) = upload.storage_upload_id.clone() else {
             return Err(AppError::conflict(UploadStatus::Initiating));
