@@ -15,7 +15,10 @@
 // real site); `insecure` turns off Chromium's CORS checks, for storage without CORS
 // (moto). The last line on stdout is the result as JSON. Every wait has a deadline.
 import { createRequire } from 'node:module';
-import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import {
+  readFileSync, mkdtempSync, writeFileSync, rmSync, openSync, writeSync, closeSync,
+} from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,7 +78,7 @@ const server = createServer((req, res) => {
   }
   res.writeHead(200, { 'content-type': 'text/html' });
   res.end('<!doctype html><meta charset="utf-8"><script src="/uppy6.js"></script>'
-    + '<script src="/uppy5.js"></script><script src="/helpers.js"></script><p>uppy</p>');
+    + '<script src="/uppy5.js"></script><script src="/helpers.js"></script><input type="file" id="f">');
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const origin = `http://127.0.0.1:${server.address().port}`;
@@ -93,13 +96,43 @@ async function until(what, check, ms = DEADLINE_MS) {
 const isPartPut = (req, base) => req.method() === 'PUT' && !req.url().startsWith(base);
 const isSign = (url) => /\/s3\/multipart\/[^/?]+\/\d+\?/.test(url);
 
+// A file on disk of `size` pseudo-random bytes and its SHA-256 (files of 64 MiB and
+// more are picked from disk, as a person would: a Blob that large built in the page
+// breaks in Chromium's blob storage, ERR_BLOB_REFERENCED_BLOB_BROKEN).
+function diskFile(size) {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'uppy-file-')), 'big.bin');
+  const fd = openSync(file, 'w');
+  const hash = createHash('sha256');
+  for (let done = 0; done < size;) {
+    const chunk = randomBytes(Math.min(8 << 20, size - done));
+    writeSync(fd, chunk);
+    hash.update(chunk);
+    done += chunk.length;
+  }
+  closeSync(fd);
+  return { file, sha256: hash.digest('hex') };
+}
+
 // One whole upload; returns what the page saw.
 async function upload(page, s, base) {
-  return page.evaluate(async ({ s, base }) => {
-    const data = window.makeData(s.size, s.seed || 7);
-    const sha256 = await window.sha256hex(data);
+  let onDisk = null;
+  if (s.size >= 64 << 20) {
+    onDisk = diskFile(s.size);
+    await page.setInputFiles('#f', onDisk.file);
+  }
+  const r = await page.evaluate(async ({ s, base, onDisk }) => {
+    let data;
+    let sha256;
+    if (onDisk) {
+      data = document.getElementById('f').files[0];
+      sha256 = onDisk.sha256;
+    } else {
+      const bytes = window.makeData(s.size, s.seed || 7);
+      sha256 = await window.sha256hex(bytes);
+      data = new Blob([bytes]);
+    }
     const uppy = window.makeUppy(s, base);
-    const id = uppy.addFile({ name: s.name, type: 'application/octet-stream', data: new Blob([data]) });
+    const id = uppy.addFile({ name: s.name, type: 'application/octet-stream', data });
     if (s.resumeFrom) uppy.setFileState(id, { s3Multipart: s.resumeFrom });
     const started = performance.now();
     const out = await uppy.upload();
@@ -113,19 +146,26 @@ async function upload(page, s, base) {
     }
     const file = uppy.getFile(id);
     return { sha256, successful, failed, uploadMs, uploadURL: file?.response?.uploadURL || null };
-  }, { s, base });
+  }, { s, base, onDisk });
+  if (onDisk) rmSync(path.dirname(onDisk.file), { recursive: true, force: true });
+  return r;
 }
 
-async function scenario(browser, s) {
+async function scenario(context, s) {
   const base = config.base;
-  const context = await browser.newContext();
+  const pages = [];
   const page = await context.newPage();
+  pages.push(page);
   page.on('pageerror', (e) => console.error('pageerror', e));
   const puts = [];
   const signs = [];
   const deletes = [];
   page.on('response', (res) => {
     if (res.request().method() === 'DELETE' && res.url().startsWith(base)) deletes.push(res.status());
+  });
+  const requestFailures = [];
+  page.on('requestfailed', (req) => {
+    requestFailures.push(`${req.method()} ${req.url().split('?')[0]}: ${req.failure()?.errorText}`);
   });
   page.on('request', (req) => {
     if (isPartPut(req, base)) puts.push(req.url());
@@ -136,7 +176,7 @@ async function scenario(browser, s) {
   try {
     if (kind === 'upload') {
       const r = await upload(page, s, base);
-      return { ...r, passed: s.expectError ? r.failed.length === 1 : r.successful === 1 };
+      return { ...r, requestFailures, passed: s.expectError ? r.failed.length === 1 : r.successful === 1 };
     }
     if (kind === 'retry') {
       let refused = 0;
@@ -205,6 +245,7 @@ async function scenario(browser, s) {
       await page.close();
       // Page 2 (the "reload"): the same file, the kept state; only missing parts go.
       const second = await context.newPage();
+      pages.push(second);
       const puts2 = [];
       let listed = null;
       second.on('request', (req) => { if (isPartPut(req, base)) puts2.push(req.url()); });
@@ -223,13 +264,16 @@ async function scenario(browser, s) {
     }
     throw new Error(`unknown kind ${kind}`);
   } finally {
-    await context.close();
+    for (const p of pages) await p.close().catch(() => {});
   }
 }
 
 const args = ['--no-sandbox'];
 if (config.insecure) args.push('--disable-web-security');
-const browser = await chromium.launch({ executablePath: config.chromium, args });
+// A persistent profile: Chromium may page large Blobs to disk there (an incognito
+// context keeps them in memory and breaks a 512 MiB one: ERR_BLOB_REFERENCED_BLOB_BROKEN).
+const profile = mkdtempSync(path.join(os.tmpdir(), 'uppy-profile-'));
+const browser = await chromium.launchPersistentContext(profile, { executablePath: config.chromium, args });
 const results = [];
 let ok = true;
 try {
@@ -254,5 +298,6 @@ try {
 } finally {
   await browser.close();
   server.close();
+  rmSync(profile, { recursive: true, force: true });
 }
 console.log(JSON.stringify({ ok, results }));
