@@ -206,7 +206,11 @@ async fn sign_part(app: Data<&Arc<App>>, req: &Request, Query(q): Query<KeyQuery
         async {
             let upload_id = param(req, "upload_id");
             let n = part_number(&param(req, "part"))?;
-            let (_, upload) = named_upload(&app, req, &upload_id, &q.key).await?;
+            let caller = caller_of(&app, req).await?;
+            let upload = app
+                .uppy_signable(&caller, &upload_id, &q.key)
+                .await
+                .map_err(app_err)?;
             let url = app.uppy_sign_part(&upload, n).await.map_err(app_err)?;
             Ok(serde_json::json!({
                 "url": url.url.as_str(),
@@ -335,6 +339,7 @@ async fn complete(
             let upload_id = param(req, "upload_id");
             let (caller, upload) = named_upload(&app, req, &upload_id, &q.key).await?;
             let token = token_of(&upload).to_string();
+            app.forget_signable(upload.id);
             let accepted = app
                 .complete(&caller, &token, Some(parts))
                 .await
@@ -362,6 +367,7 @@ async fn abort(app: Data<&Arc<App>>, req: &Request, Query(q): Query<KeyQuery>) -
             let upload_id = param(req, "upload_id");
             let (caller, upload) = named_upload(&app, req, &upload_id, &q.key).await?;
             let token = token_of(&upload).to_string();
+            app.forget_signable(upload.id);
             let accepted = app.abort(&caller, &token).await.map_err(app_err)?;
             let settled = app.settle(accepted, wait()?).await.map_err(app_err)?;
             if !matches!(

@@ -89,6 +89,8 @@ pub struct App {
     gauges_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
     pub(crate) settings: Settings,
     rate_limiter: crate::rate_limit::RequestLimiter,
+    /// Size-unknown uploads whose parts Uppy is signing (`uppy::SIGNABLE_TTL`).
+    pub(crate) signable: moka::sync::Cache<Uuid, Arc<upload::Model>>,
 }
 
 /// What an API call did: the upload as it is now, and the job it queued or joined.
@@ -118,6 +120,7 @@ impl App {
             gauges_refreshed: Default::default(),
             settings,
             rate_limiter: crate::rate_limit::RequestLimiter::off(),
+            signable: uppy::signable_cache(),
         }
     }
 

@@ -24,6 +24,23 @@ pub const MAX_POST_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Form-POST uploads headed per check (the next check takes the rest).
 const CHECK_BATCH: u64 = 200;
 
+/// How long a signable upload's row is kept for the signing route: Uppy signs each part
+/// just before its PUT (6.x one after another), so without it every signature would read
+/// the row from the database. A change of status (abort, complete, expiry) is seen by
+/// signing at most this late; storage refuses PUTs to an aborted or completed upload
+/// anyway. Owner, token, key and storage UploadId never change once set.
+pub const SIGNABLE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Rows kept at most (a few hundred bytes each).
+const SIGNABLE_ROWS: u64 = 10_000;
+
+pub(super) fn signable_cache() -> moka::sync::Cache<uuid::Uuid, std::sync::Arc<upload::Model>> {
+    moka::sync::Cache::builder()
+        .max_capacity(SIGNABLE_ROWS)
+        .time_to_live(SIGNABLE_TTL)
+        .build()
+}
+
 /// What Uppy sends to start an upload: `filename`, `type`, `metadata`.
 #[derive(Debug, Clone, Default)]
 pub struct UppyStart {
@@ -80,6 +97,39 @@ impl App {
             return Err(AppError::not_found());
         }
         Ok(upload)
+    }
+
+    /// The upload whose part `caller` asks to sign: [`App::uppy_upload`], its row kept
+    /// for [`SIGNABLE_TTL`] while it can be signed. The caller is checked on every call.
+    pub async fn uppy_signable(
+        &self,
+        caller: &Caller,
+        upload_id: &str,
+        key: &str,
+    ) -> Result<std::sync::Arc<upload::Model>, AppError> {
+        if let Some(id) = crate::domain::ResumeToken::parse(upload_id).map(|t| t.uuid()) {
+            if let Some(row) = self.signable.get(&id) {
+                let owned = row.owner_id == caller.owner_id
+                    && caller
+                        .browser_token_id()
+                        .is_none_or(|t| row.browser_token_id == Some(t));
+                if !owned || row.file_key != key {
+                    return Err(AppError::not_found());
+                }
+                return Ok(row);
+            }
+        }
+        let row = std::sync::Arc::new(self.uppy_upload(caller, upload_id, key).await?);
+        if row.storage_upload_id.is_some() && effective_status(&row, Utc::now()).accepts_parts() {
+            self.signable.insert(row.id, row.clone());
+        }
+        Ok(row)
+    }
+
+    /// Drops the kept row (the Uppy routes' complete and abort), so signing sees the
+    /// new status at once on this process.
+    pub fn forget_signable(&self, id: uuid::Uuid) {
+        self.signable.invalidate(&id);
     }
 
     /// One part URL, signed now (no job, no cache).
@@ -390,6 +440,45 @@ mod tests {
         );
         assert!(!t.storage.has_upload(&sid), "aborted on storage");
         assert!(t.storage.object(&upload.file_key).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_kept_signable_row_still_checks_the_caller_and_the_key() {
+        let t = TestApp::new().await;
+        let (upload, _) = unsized_with_parts(&t, &[]).await;
+        let token = super::super::token_of(&upload).to_string();
+        let row = t
+            .app
+            .uppy_signable(&t.caller, &token, &upload.file_key)
+            .await
+            .unwrap();
+        assert_eq!(row.id, upload.id);
+        assert!(t.app.signable.get(&upload.id).is_some(), "kept");
+        let err = t
+            .app
+            .uppy_signable(&t.caller, &token, "uploads/other")
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AppError::Client {
+                code: ErrorCode::UploadNotFound,
+                ..
+            }
+        ));
+        let other = t.browser_caller(None).await;
+        let err = t
+            .app
+            .uppy_signable(&other, &token, &upload.file_key)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AppError::Client {
+                code: ErrorCode::UploadNotFound,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]
