@@ -211,11 +211,41 @@ properties:
     .expect("a literal schema")
 }
 
+/// Answer fields that are always present but null while an upload's size is unknown
+/// (DESIGN §5: uploads made through the Uppy routes, until complete).
+const NULLABLE_ANSWER_FIELDS: [(&str, &[&str]); 2] = [
+    ("StatusDoc", &["fileSize", "partSize", "totalParts"]),
+    (
+        "ProgressDoc",
+        &["total", "percentage", "totalBytes", "bytesPercentage"],
+    ),
+];
+
 /// The spec poem-openapi generated, completed.
 pub fn complete(yaml: &str) -> String {
     let mut doc: Value = serde_yaml::from_str(yaml).expect("poem-openapi's spec is YAML");
     add_patterns(&mut doc);
     if let Some(schemas) = doc.get_mut("components").and_then(|c| c.get_mut("schemas")) {
+        for (name, fields) in NULLABLE_ANSWER_FIELDS {
+            let Some(Value::Mapping(schema)) = schemas.get_mut(name) else {
+                continue;
+            };
+            if let Some(Value::Sequence(required)) = schema.get_mut("required") {
+                for field in fields {
+                    let field = Value::String((*field).to_string());
+                    if !required.contains(&field) {
+                        required.push(field);
+                    }
+                }
+            }
+            if let Some(Value::Mapping(props)) = schema.get_mut("properties") {
+                for field in fields {
+                    if let Some(Value::Mapping(prop)) = props.get_mut(*field) {
+                        prop.insert(key("nullable"), Value::Bool(true));
+                    }
+                }
+            }
+        }
         for name in REQUEST_SCHEMAS {
             let Some(schema) = schemas.get_mut(name) else {
                 continue;

@@ -2,10 +2,10 @@
 //! resume and complete. One place, so every route and the event stream agree.
 use chrono::Utc;
 use partway_core::{
-    domain::shown_last_error,
     usecases::{
-        effective_status,
         parts::{missing_parts, progress_of},
+        size_known,
+        status::{progress_doc, status_document},
         token_of,
     },
     App,
@@ -18,39 +18,14 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The status document of an upload; `downloadUrl` is presigned afresh.
 pub async fn status_doc(app: &App, upload: &upload::Model) -> ApiResult<StatusDoc> {
-    let status = effective_status(upload, Utc::now());
     let (url, download_url) = match app.completed_urls(upload).await? {
         Some((url, download_url)) => (Some(url), Some(download_url)),
         None => (None, None),
     };
     Ok(StatusDoc {
-        success: true,
-        resume_token: token_of(upload).to_string(),
-        status: status.as_str().to_string(),
-        filename: upload.filename.clone(),
-        content_type: upload.content_type.clone(),
-        file_size: upload.file_size as u64,
-        part_size: upload.part_size as u64,
-        total_parts: upload.total_parts as u32,
-        file_key: upload.file_key.clone(),
-        provider: upload.provider.to_string(),
-        metadata: serde_json::from_value(upload.metadata.clone()).unwrap_or_default(),
-        progress: progress_doc(progress_of(upload)),
-        urls_ready: upload.urls_ready.max(0) as u32,
-        created_at: rfc3339(upload.created_at),
-        updated_at: rfc3339(upload.updated_at),
-        expires_at: rfc3339(upload.expires_at),
-        completed_at: upload.completed_at.map(rfc3339),
         url,
         download_url,
-        // The text comes from the code (DESIGN §7), not from the row's message column.
-        last_error: upload.last_error_code.as_deref().map(|stored| {
-            let (code, message) = shown_last_error(stored);
-            LastErrorDoc {
-                code: code.as_str().to_string(),
-                message: message.to_string(),
-            }
-        }),
+        ..status_document(upload, Utc::now())
     })
 }
 
@@ -95,7 +70,7 @@ pub async fn resume_result(app: &App, upload: &upload::Model) -> ApiResult<Resum
             })
             .collect(),
         remaining_parts: parts.into_iter().map(part_doc).collect(),
-        progress: progress_doc(progress_of(upload)),
+        progress: progress_doc(progress_of(upload), size_known(upload)),
     })
 }
 

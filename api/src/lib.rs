@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod redact;
 mod routes;
 pub mod slow;
+mod uppy;
 mod webhooks;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -239,7 +240,9 @@ pub fn app(
     let page = page::routes(&app.storage_origins());
     let route = Route::new()
         .nest("/docs", docs.with(docs_headers()))
-        .nest("/upload", page);
+        .nest("/upload", page)
+        // Companion's S3 routes for Uppy (DESIGN §5); not in the spec.
+        .nest("/uppy", uppy::routes());
     let route = match metrics {
         MetricsExposure::LoopbackOnMain => route.at(
             "/metrics",
@@ -269,7 +272,14 @@ pub fn app(
         None
     } else {
         let mut cors = Cors::new()
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                // Uppy's cancel (`DELETE /uppy/…/s3/multipart/{uploadId}`).
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
             .allow_headers([
                 "x-api-key",
                 "authorization",

@@ -1,10 +1,9 @@
 //! The request and response documents of the HTTP contract live in `partway-protocol`
 //! (re-exported here); this module turns requests into the core's inputs and the
 //! core's views into documents, and says which code a bad request field gets.
-use chrono::{DateTime, SecondsFormat, Utc};
 use partway_core::{
     browser_token::shown_limits,
-    domain::{ByoCredentials, ErrorCode, Progress, TokenLimits},
+    domain::{ByoCredentials, ErrorCode, TokenLimits},
     usecases::{InitInput, PartView},
 };
 use partway_entity::browser_token;
@@ -13,9 +12,7 @@ use crate::body::ContractBody;
 
 pub use partway_protocol::dto::*;
 
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use partway_core::usecases::status::{progress_doc, rfc3339};
 
 impl ContractBody for InitRequest {
     fn missing_code(_field: &str) -> ErrorCode {
@@ -54,6 +51,7 @@ pub fn init_input(req: InitRequest) -> InitInput {
             r2_account_id: req.r2_account_id,
             r2_bucket: req.r2_bucket,
         },
+        sizing: None,
     }
 }
 
@@ -87,17 +85,6 @@ impl ContractBody for PartReport {
     }
     fn invalid_code(_field: &str) -> ErrorCode {
         ErrorCode::InvalidParts
-    }
-}
-
-pub fn progress_doc(p: Progress) -> ProgressDoc {
-    ProgressDoc {
-        uploaded: p.uploaded,
-        total: p.total,
-        percentage: p.percentage,
-        uploaded_bytes: p.uploaded_bytes,
-        total_bytes: p.total_bytes,
-        bytes_percentage: p.bytes_percentage,
     }
 }
 

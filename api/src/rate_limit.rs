@@ -28,6 +28,16 @@ pub fn is_exempt(path: &str) -> bool {
 /// The credential a request presents, read as the routes read it: `x-api-key`, else
 /// `Authorization: Bearer`, else (the event stream's EventSource) `?access_token=`.
 fn presented_key(req: &Request) -> Option<String> {
+    // Uppy 6.x carries its browser token in the path: `/uppy/{token}/s3/…`.
+    if let Some(token) = req
+        .uri()
+        .path()
+        .strip_prefix("/uppy/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|t| partway_core::domain::browser::is_browser_token(t))
+    {
+        return Some(token.to_owned());
+    }
     if let Some(key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.to_owned());
     }

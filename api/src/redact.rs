@@ -10,7 +10,15 @@ const SECRET_PARAMS: [&str; 1] = ["access_token"];
 
 /// The URI as logged: path and query, with credential values as `[redacted]`.
 pub fn redacted_uri(uri: &poem::http::Uri) -> String {
-    let path = uri.path();
+    // Uppy 6.x's base path carries a browser token: `/uppy/{token}/s3/…`.
+    let path = match uri.path().strip_prefix("/uppy/") {
+        Some(rest) if !rest.starts_with("s3/") && rest != "s3" => {
+            let tail = rest.split_once('/').map_or("", |(_, t)| t);
+            std::borrow::Cow::Owned(format!("/uppy/[redacted]/{tail}"))
+        }
+        _ => std::borrow::Cow::Borrowed(uri.path()),
+    };
+    let path = path.as_ref();
     let Some(query) = uri.query() else {
         return path.to_string();
     };
@@ -56,6 +64,19 @@ pub fn log_outcome(outcome: &poem::Result<Response>, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uppy_path_tokens_never_reach_the_log_line() {
+        let uri: poem::http::Uri = "/uppy/pwb_secret/s3/multipart/mpu_x/1?key=k"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redacted_uri(&uri),
+            "/uppy/[redacted]/s3/multipart/mpu_x/1?key=k"
+        );
+        let uri: poem::http::Uri = "/uppy/s3/multipart".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), "/uppy/s3/multipart");
+    }
 
     #[test]
     fn access_tokens_never_reach_the_log_line() {

@@ -6,7 +6,7 @@ use futures::{stream::BoxStream, StreamExt};
 use partway_core::{
     auth::Caller,
     domain::{ErrorCode, IdempotencyKey, PageLimit, PartState, UploadStatus, Wait},
-    usecases::{effective_status, parts::progress_of, token_of, StreamLease},
+    usecases::{effective_status, parts::progress_of, size_known, token_of, StreamLease},
     App,
 };
 use poem::web::Data;
@@ -498,7 +498,7 @@ impl UploadApi {
             .await?;
         Ok(Json(ProgressResult {
             success: true,
-            progress: progress_doc(progress_of(&upload)),
+            progress: progress_doc(progress_of(&upload), size_known(&upload)),
         }))
     }
 

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 mod delay_proxy;
 mod events;
 mod scale_out;
+mod uppy;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -98,7 +99,7 @@ fn progress(msg: &str) {
 #[tokio::main]
 async fn main() {
     let rows: Vec<u32> = std::env::var("PARTWAY_BENCH_ROWS")
-        .unwrap_or_else(|_| "1,2,3,4,5,6,7".into())
+        .unwrap_or_else(|_| "1,2,3,4,5,6,7,8".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -113,6 +114,7 @@ async fn main() {
             5 => scale_out::row_scale_out(&mut state).await,
             6 => row_memory(&mut state).await,
             7 => events::row_events(&mut state).await,
+            8 => uppy::row_uppy(&mut state).await,
             _ => Ok(vec![]),
         };
         match result {

@@ -317,8 +317,15 @@ pub fn format_table(uploads: &[StatusDoc]) -> String {
         "token", "status", "filename", "size", "done", "created"
     );
     for u in uploads {
-        let size = indicatif::BinaryBytes(u.file_size).to_string();
-        let pct = format!("{:.1}%", u.progress.bytes_percentage);
+        // A size-unknown upload (made through the Uppy routes) shows `?` until complete.
+        let size = u.file_size.map_or_else(
+            || "?".to_string(),
+            |s| indicatif::BinaryBytes(s).to_string(),
+        );
+        let pct = u
+            .progress
+            .bytes_percentage
+            .map_or_else(|| "?".to_string(), |p| format!("{p:.1}%"));
         let created = u.created_at.get(..19).unwrap_or(&u.created_at);
         let created = created.replace('T', " ");
         let mut name = u.filename.clone();
@@ -343,17 +350,18 @@ pub fn format_status(doc: &StatusDoc) -> String {
     out.push_str(&format!(
         "file      {} ({}, {})\n",
         doc.filename,
-        bytes(doc.file_size),
+        doc.file_size.map_or_else(|| "size unknown".into(), bytes),
         doc.content_type
     ));
     out.push_str(&format!(
         "progress  {}/{} parts, {} of {} ({}%)\n",
         p.uploaded,
-        p.total,
+        p.total.map_or_else(|| "?".into(), |t| t.to_string()),
         bytes(p.uploaded_bytes),
-        bytes(p.total_bytes),
+        p.total_bytes.map_or_else(|| "?".into(), bytes),
         // As JSON writes it (`100.0`), as this line always showed it.
-        Value::from(p.bytes_percentage)
+        p.bytes_percentage
+            .map_or_else(|| "?".into(), |v| Value::from(v).to_string())
     ));
     out.push_str(&format!("key       {}\n", doc.file_key));
     out.push_str(&format!("created   {}\n", doc.created_at));

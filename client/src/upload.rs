@@ -358,7 +358,7 @@ impl Client {
             .uploads
             .into_iter()
             .find(|u| {
-                u.file_size == size
+                u.file_size == Some(size)
                     && matches!(
                         u.upload_status(),
                         Some(
@@ -455,6 +455,8 @@ impl Client {
 
 /// A completed upload: complete's answer, or the status document once a complete that
 /// outlived the wait (or an earlier run) finished it.
+// One value per upload: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Completed {
     Answer(CompleteResult),
     Status(StatusDoc),
@@ -485,8 +487,8 @@ fn outcome(
                 d.file_key,
                 d.url.unwrap_or_default(),
                 d.download_url,
-                d.file_size,
-                d.total_parts,
+                d.file_size.unwrap_or_default(),
+                d.total_parts.unwrap_or_default(),
             ),
         };
     UploadOutcome {

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod ports;
+pub mod post_policy;
 pub mod presign;
 pub mod queue;
 pub mod rate_limit;

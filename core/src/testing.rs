@@ -96,6 +96,12 @@ impl MemoryStorage {
         self.state().uploads.remove(upload_id);
     }
 
+    /// What a browser's form POST of `size` bytes to `key` does.
+    pub fn put_object(&self, key: &str, size: u64) {
+        let etag = format!("{:x}", md5_like(key, 1, size));
+        self.state().objects.insert(key.to_string(), (size, etag));
+    }
+
     pub fn object(&self, key: &str) -> Option<(u64, String)> {
         self.state().objects.get(key).cloned()
     }
@@ -434,6 +440,7 @@ impl TestApp {
             part_size: Some(part_size),
             metadata: BTreeMap::new(),
             credentials: Default::default(),
+            sizing: None,
         };
         let accepted = self
             .app
@@ -463,6 +470,23 @@ impl TestApp {
                 (n, self.storage.put_part(&storage_upload_id, n, size))
             })
             .collect()
+    }
+
+    /// A browser token of the caller's owner with this `maxFileSize`, as its caller.
+    pub async fn browser_caller(&self, max_file_size: Option<u64>) -> Caller {
+        let limits = crate::domain::TokenLimits {
+            max_file_size,
+            ..Default::default()
+        };
+        let (_, token) = self
+            .app
+            .create_browser_token(&self.caller, &limits)
+            .await
+            .expect("token");
+        self.app
+            .authenticate(Some(&token))
+            .await
+            .expect("the token just made")
     }
 
     /// The upload's id for storage (its multipart UploadId).

@@ -442,8 +442,29 @@ impl S3 for Backend {
         check_key(&req.input.key)?;
         self.require_bucket(&req.input.bucket)?;
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
-        let answer = self.fs.put_object(req).await?;
-        self.forget_sidecar(bucket, key).await?;
+        // A browser form POST (s3s's PostObject stores through here) answers 204
+        // without headers; S3 sends the object's ETag and Location, which clients read.
+        let posted = req.method == http::Method::POST;
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        let mut answer = self.fs.put_object(req).await?;
+        self.forget_sidecar(bucket.clone(), key.clone()).await?;
+        if posted {
+            if let Some(etag) = answer.output.e_tag.as_ref() {
+                if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", etag.value())) {
+                    answer.headers.insert(http::header::ETAG, v);
+                }
+            }
+            if let Some(host) = host {
+                let location = format!("http://{host}/{bucket}/{}", encode_key(&key));
+                if let Ok(v) = http::HeaderValue::from_str(&location) {
+                    answer.headers.insert(http::header::LOCATION, v);
+                }
+            }
+        }
         Ok(answer)
     }
 
@@ -1068,6 +1089,19 @@ fn read_stream(
             (file, remaining - n as u64),
         )))
     })
+}
+
+/// A key as a URL path: unreserved characters and `/` kept, the rest percent-encoded.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! * Presigned requests carrying `x-amz-*` headers they did not sign are
 //!   refused here, before s3s (see `presigned.rs`).
 //! * Every other response gets `Access-Control-Allow-Origin: *` and
-//!   `Access-Control-Expose-Headers: ETag`.
+//!   `Access-Control-Expose-Headers: ETag, Location` (a form POST's answer carries
+//!   both, as S3's does).
 
 use futures::future::BoxFuture;
 use http::header::{
@@ -20,7 +21,7 @@ use s3s::{Body, HttpError};
 use tracing::debug;
 
 const ALLOW_METHODS: &str = "GET, PUT, HEAD, POST, DELETE";
-const EXPOSE_HEADERS: &str = "ETag";
+const EXPOSE_HEADERS: &str = "ETag, Location";
 const MAX_AGE_SECS: &str = "3600";
 const DEFAULT_ALLOW_HEADERS: &str =
     "authorization, content-type, content-md5, x-amz-content-sha256, x-amz-date";

@@ -44,6 +44,22 @@ pub struct Model {
     /// The browser token the upload was made with (None: an API key); such a token
     /// sees only its own uploads.
     pub browser_token_id: Option<Uuid>,
+    /// None: the size was declared at init. Otherwise the size is unknown until
+    /// complete (Uppy's Companion routes), and `file_size`, `part_size` and
+    /// `total_parts` are 0 until then.
+    pub sizing: Option<UploadSizing>,
+}
+
+/// How an upload whose size is unknown at init sends its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum UploadSizing {
+    /// A multipart upload whose parts are signed one by one on demand.
+    #[sea_orm(string_value = "multipart")]
+    Multipart,
+    /// One object sent by a browser form POST with a presigned POST policy.
+    #[sea_orm(string_value = "post")]
+    Post,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261129_000001_owner_quotas;
 mod m20261129_000002_browser_tokens;
+mod m20261207_000001_upload_sizing;
 mod m20261207_000010_events;
 
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261129_000001_owner_quotas::Migration),
             Box::new(m20261129_000002_browser_tokens::Migration),
+            Box::new(m20261207_000001_upload_sizing::Migration),
             Box::new(m20261207_000010_events::Migration),
         ]
     }
@@ -51,9 +53,9 @@ mod tests {
             columns.contains(&"max_active_bytes".to_string()),
             "{columns:?}"
         );
-        Migrator::down(&db, Some(3))
+        Migrator::down(&db, Some(4))
             .await
-            .expect("events, browser token and quota migrations down");
+            .expect("events, sizing, browser token and quota migrations down");
         let columns = owner_columns(&db).await;
         assert!(
             !columns.iter().any(|c| c.starts_with("max_active")),

@@ -134,11 +134,16 @@ pub struct PartReport {
 #[serde(rename_all = "camelCase")]
 pub struct ProgressDoc {
     pub uploaded: u32,
-    pub total: u32,
-    pub percentage: f64,
+    /// null while the upload's size is unknown (an upload made through the Uppy routes,
+    /// until complete).
+    pub total: Option<u32>,
+    /// null while the size is unknown.
+    pub percentage: Option<f64>,
     pub uploaded_bytes: u64,
-    pub total_bytes: u64,
-    pub bytes_percentage: f64,
+    /// null while the size is unknown.
+    pub total_bytes: Option<u64>,
+    /// null while the size is unknown.
+    pub bytes_percentage: Option<f64>,
 }
 
 #[derive(Object, Serialize, Deserialize, Clone, Debug)]
@@ -160,9 +165,13 @@ pub struct StatusDoc {
     pub status: String,
     pub filename: String,
     pub content_type: String,
-    pub file_size: u64,
-    pub part_size: u64,
-    pub total_parts: u32,
+    /// null while the size is unknown (an upload made through the Uppy routes sends
+    /// no size: known at complete).
+    pub file_size: Option<u64>,
+    /// null while the size is unknown.
+    pub part_size: Option<u64>,
+    /// null while the size is unknown.
+    pub total_parts: Option<u32>,
     pub file_key: String,
     pub provider: String,
     /// The metadata given at init.

@@ -22,4 +22,6 @@ mod security;
 mod slow_clients;
 mod upload_flow;
 mod upload_page;
+mod uppy;
+mod uppy_browser;
 mod webhooks;

@@ -82,14 +82,27 @@ async fn drain(mut running: JoinSet<()>, grace: Duration) {
     }
 }
 
-/// Periodically marks expired uploads and queues their storage aborts.
+/// How often the keys of form-POST uploads are headed (DESIGN §5: such an upload is
+/// `completed` within 10 s of its object reaching storage).
+pub const POST_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Periodically marks expired uploads and queues their storage aborts, and (every
+/// [`POST_CHECK_INTERVAL`]) completes form-POST uploads whose object storage has.
 pub async fn run_sweeper(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut next_sweep = tokio::time::Instant::now();
     while !*shutdown.borrow() {
-        if let Err(e) = app.sweep_expired().await {
-            error!(error = %e, "expiry sweep failed");
+        if tokio::time::Instant::now() >= next_sweep {
+            if let Err(e) = app.sweep_expired().await {
+                error!(error = %e, "expiry sweep failed");
+            }
+            next_sweep = tokio::time::Instant::now() + interval;
         }
+        if let Err(e) = app.check_posted_objects().await {
+            error!(error = %e, "form-POST check failed");
+        }
+        let tick = POST_CHECK_INTERVAL.min(interval);
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = shutdown.changed() => {}
         }
     }

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod quota;
 pub mod rate_limit;
+pub mod uppy;
 pub mod url_pages;
 pub mod validate;
 

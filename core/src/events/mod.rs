@@ -7,18 +7,15 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use partway_entity::upload;
-use partway_protocol::dto::{LastErrorDoc, ProgressDoc, StatusDoc};
+use partway_protocol::dto::StatusDoc;
 use rand::RngCore;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::{
-    domain::{shown_last_error, UploadStatus},
-    usecases::{effective_status, parts::progress_of, token_of},
-};
+use crate::{domain::UploadStatus, usecases::status::rfc3339};
 
 pub mod sender;
 
@@ -96,53 +93,16 @@ pub fn event_id_text(id: Uuid) -> String {
     format!("evt_{}", id.simple())
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// The status document of an upload as an event carries it: the same document a status
 /// read answers, without `downloadUrl` (a presigned link in a message that may be read
-/// a day later would have expired; `url` and a status read give a fresh one). Never
-/// credentials.
+/// a day later would have expired; `url` and a status read give a fresh one).
 pub fn status_document(upload: &upload::Model, now: DateTime<Utc>) -> StatusDoc {
-    let progress = progress_of(upload);
     StatusDoc {
-        success: true,
-        resume_token: token_of(upload).to_string(),
-        status: effective_status(upload, now).as_str().to_string(),
-        filename: upload.filename.clone(),
-        content_type: upload.content_type.clone(),
-        file_size: upload.file_size.max(0) as u64,
-        part_size: upload.part_size.max(0) as u64,
-        total_parts: upload.total_parts.max(0) as u32,
-        file_key: upload.file_key.clone(),
-        provider: upload.provider.to_string(),
-        metadata: serde_json::from_value(upload.metadata.clone()).unwrap_or_default(),
-        progress: ProgressDoc {
-            uploaded: progress.uploaded,
-            total: progress.total,
-            percentage: progress.percentage,
-            uploaded_bytes: progress.uploaded_bytes,
-            total_bytes: progress.total_bytes,
-            bytes_percentage: progress.bytes_percentage,
-        },
-        urls_ready: upload.urls_ready.max(0) as u32,
-        created_at: rfc3339(upload.created_at),
-        updated_at: rfc3339(upload.updated_at),
-        expires_at: rfc3339(upload.expires_at),
-        completed_at: upload.completed_at.map(rfc3339),
         url: upload
             .location
             .clone()
             .filter(|_| upload.status == UploadStatus::Completed),
-        download_url: None,
-        last_error: upload.last_error_code.as_deref().map(|stored| {
-            let (code, message) = shown_last_error(stored);
-            LastErrorDoc {
-                code: code.as_str().to_string(),
-                message: message.to_string(),
-            }
-        }),
+        ..crate::usecases::status::status_document(upload, now)
     }
 }
 

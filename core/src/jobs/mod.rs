@@ -24,6 +24,10 @@ mod handlers;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CompletePayload {
     pub parts: Option<Vec<(u32, String)>>,
+    /// A size-unknown upload (DESIGN §5): the largest size its parts may add up to
+    /// (the browser token's `maxFileSize`); over it, the storage upload is aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
 }
 
 /// Exponential backoff: 1 s, 2 s, 4 s … capped at 5 minutes.

@@ -12,6 +12,7 @@
 //! - [`browser_tokens`]: browser tokens and the count behind their `maxUploads`.
 //! - [`owners`]: owners' quota overrides, the per-owner lock and usage count.
 //! - [`stats`]: the counts behind the metrics gauges.
+//! - [`uppy`]: size-unknown uploads (the Uppy routes): the size fixed at complete, form-POST checks.
 use sea_orm::{DatabaseConnection, DbErr};
 
 pub mod browser_tokens;
@@ -23,6 +24,7 @@ pub mod owners;
 pub mod parts;
 pub mod stats;
 pub mod uploads;
+pub mod uppy;
 
 pub use jobs::{OutboxBatch, LEASE, MAX_ATTEMPTS};
 pub use uploads::{ErrorPatch, UploadFilter, UploadPatch};

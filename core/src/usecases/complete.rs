@@ -1,6 +1,7 @@
 //! Complete: check the named parts against the plan, move to `completing` and queue
 //! the complete job. A completed upload answers again; a complete under way is joined.
 use chrono::Utc;
+use partway_entity::upload::UploadSizing;
 use tracing::instrument;
 
 use super::{effective_status, Accepted, App, AppError};
@@ -24,8 +25,19 @@ impl App {
         if !status.accepts_parts() {
             return self.join_complete(current).await;
         }
-        let parts = complete_parts(parts, current.total_parts as u32)?;
-        let payload = serde_json::to_value(CompletePayload { parts })
+        let (parts, max_size) =
+            match current.sizing {
+                None => (complete_parts(parts, current.total_parts as u32)?, None),
+                Some(UploadSizing::Multipart) => (
+                    crate::domain::uppy::unsized_complete_parts(parts)?,
+                    caller.browser.as_ref().and_then(|b| b.max_file_size),
+                ),
+                Some(UploadSizing::Post) => return Err(AppError::client(
+                    crate::domain::ErrorCode::UploadNotReady,
+                    "this upload is one object sent by form POST: it completes when storage has it",
+                )),
+            };
+        let payload = serde_json::to_value(CompletePayload { parts, max_size })
             .map_err(|e| AppError::Internal(e.to_string()))?;
         match self
             .accept_transition(

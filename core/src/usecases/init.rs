@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use partway_entity::upload;
+use partway_entity::upload::{self, UploadSizing};
 use sea_orm::ActiveValue::Set;
 use tracing::{info, instrument};
 
@@ -41,6 +41,9 @@ pub struct InitInput {
     pub part_size: Option<u64>,
     pub metadata: BTreeMap<String, String>,
     pub credentials: ByoCredentials,
+    /// Some: the size is unknown until complete (the Uppy routes, DESIGN §5);
+    /// `file_size` and `part_size` are ignored.
+    pub sizing: Option<UploadSizing>,
 }
 
 impl App {
@@ -83,8 +86,16 @@ impl App {
             ));
         }
         validate_metadata(&input.metadata)?;
-        let plan = PartPlan::new(input.file_size, input.part_size, provider.max_object_size())
-            .map_err(ValidationError::from)?;
+        // A size-unknown upload has no plan until complete: 0 parts of 0 bytes.
+        let (file_size, part_size, total_parts) = match input.sizing {
+            None => {
+                let plan =
+                    PartPlan::new(input.file_size, input.part_size, provider.max_object_size())
+                        .map_err(ValidationError::from)?;
+                (plan.file_size(), plan.part_size(), plan.total_parts())
+            }
+            Some(_) => (0, 0, 0),
+        };
         let choice = StorageChoice::parse(provider, &input.credentials)?;
         let byo = !matches!(choice, StorageChoice::Server(_));
         let resolved = self.resolve_target(choice).await?;
@@ -95,9 +106,12 @@ impl App {
 
         let token = ResumeToken::new_random();
         let now = Utc::now();
-        let expires_at = now
-            + chrono::Duration::from_std(self.settings.upload_ttl)
-                .unwrap_or(chrono::Duration::days(7));
+        // A form-POST upload lives as long as its policy (DESIGN §5).
+        let ttl = match input.sizing {
+            Some(UploadSizing::Post) => self.settings.url_ttl,
+            _ => self.settings.upload_ttl,
+        };
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
         let target = resolved.target;
         let endpoint = if byo { target.endpoint.clone() } else { None };
         // Sealed for this row only (DESIGN §7): bound to the columns below.
@@ -130,9 +144,9 @@ impl App {
             storage_upload_id: Set(None),
             filename: Set(input.filename),
             content_type: Set(input.content_type),
-            file_size: Set(plan.file_size() as i64),
-            part_size: Set(plan.part_size() as i64),
-            total_parts: Set(plan.total_parts() as i32),
+            file_size: Set(file_size as i64),
+            part_size: Set(part_size as i64),
+            total_parts: Set(total_parts as i32),
             status: Set(UploadStatus::Initiating),
             urls_ready: Set(0),
             uploaded_parts: Set(0),
@@ -148,6 +162,7 @@ impl App {
             expires_at: Set(expires_at),
             completed_at: Set(None),
             browser_token_id: Set(caller.browser_token_id()),
+            sizing: Set(input.sizing),
         };
         let job = new_job(token.uuid(), JobKind::Init, serde_json::Value::Null);
         let job_id = *job.id.as_ref();
@@ -175,7 +190,7 @@ impl App {
                     });
             }
         };
-        info!(upload = %token, parts = plan.total_parts(), file_size = plan.file_size(), "upload initiated");
+        info!(upload = %token, parts = total_parts, file_size, sized = input.sizing.is_none(), "upload initiated");
         self.queue.wake().await;
         Ok(Accepted {
             upload: inserted,
@@ -227,6 +242,7 @@ mod quota_tests {
             part_size: Some(5 * MIB),
             metadata: Default::default(),
             credentials: Default::default(),
+            sizing: None,
         }
     }
 

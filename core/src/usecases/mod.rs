@@ -17,6 +17,7 @@
 //! | [`settle`] | `?wait=N`: wait for the queued job, then the upload as it is |
 //! | [`sweep`] | mark expired uploads and queue their storage aborts |
 //! | [`metrics`] | the gauges read from the database |
+//! | [`uppy`] | the Uppy (Companion-compatible) routes: size-unknown uploads, part URLs on demand, form-POST policies and their checks |
 //! | [`events`] | an open event stream's lease: owner slots, credential re-check, lifetime |
 //! | [`webhooks`] | webhook endpoints: create, list, delete, their deliveries, a test ping |
 use std::{sync::Arc, time::Duration};
@@ -50,6 +51,7 @@ pub mod settle;
 pub mod status;
 mod storage_of;
 pub mod sweep;
+pub mod uppy;
 pub mod webhooks;
 
 pub use error::AppError;
@@ -93,6 +95,8 @@ pub struct App {
     pub(crate) event_settings: crate::events::EventSettings,
     /// Where webhook requests go out.
     pub(crate) webhook_sender: Arc<dyn crate::events::sender::WebhookSender>,
+    /// Size-unknown uploads whose parts Uppy is signing (`uppy::SIGNABLE_TTL`).
+    pub(crate) signable: moka::sync::Cache<Uuid, Arc<upload::Model>>,
 }
 
 /// What an API call did: the upload as it is now, and the job it queued or joined.
@@ -126,6 +130,7 @@ impl App {
             storage,
             settings,
             rate_limiter: crate::rate_limit::RequestLimiter::off(),
+            signable: uppy::signable_cache(),
         }
     }
 
@@ -225,6 +230,12 @@ pub fn effective_status(upload: &upload::Model, now: DateTime<Utc>) -> UploadSta
     } else {
         upload.status
     }
+}
+
+/// Whether the upload's size is known: declared at init, or (an upload made through the
+/// Uppy routes) fixed at complete. Until then its size fields are shown as null.
+pub fn size_known(upload: &upload::Model) -> bool {
+    upload.sizing.is_none() || upload.completed_at.is_some()
 }
 
 /// The upload's resume token.

@@ -69,6 +69,10 @@ impl App {
         upload: &upload::Model,
         numbers: &[u32],
     ) -> Result<Vec<PartView>, AppError> {
+        if numbers.is_empty() {
+            // Also a size-unknown upload's resume: it has no plan until complete.
+            return Ok(Vec::new());
+        }
         let plan = plan_of(upload)?;
         let Some(storage_upload_id) = upload.storage_upload_id.clone() else {
             return Err(AppError::conflict(UploadStatus::Initiating));
@@ -151,6 +155,10 @@ impl App {
         let status = effective_status(&upload, Utc::now());
         if !(status.accepts_parts() || status == UploadStatus::Completing) {
             return Err(AppError::conflict(status));
+        }
+        if upload.sizing.is_some() {
+            // No plan yet: what storage holds is listed by the Uppy routes.
+            return self.unsized_part_views(&upload, state, after, limit).await;
         }
         // state=all needs no part rows.
         let uploaded: BTreeSet<u32> = match state {

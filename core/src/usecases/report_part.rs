@@ -21,6 +21,13 @@ impl App {
         if !status.accepts_parts() {
             return Err(AppError::conflict(status));
         }
+        if current.sizing.is_some() {
+            // DESIGN §5: no plan until complete; storage's list is the progress.
+            return Err(AppError::client(
+                ErrorCode::UploadNotReady,
+                "this upload's size is unknown until complete: its progress is what storage lists (resume reads it)",
+            ));
+        }
         let plan = super::parts::plan_of(&current)?;
         let Some(range) = plan.part(part_number) else {
             return Err(AppError::client(

@@ -325,6 +325,7 @@ mod tests {
                 s3_endpoint: endpoint.map(str::to_string),
                 ..Default::default()
             },
+            sizing: None,
         }
     }
 
@@ -338,6 +339,7 @@ mod tests {
                 r2_bucket: Some("theirs".into()),
                 ..Default::default()
             },
+            sizing: None,
             ..byo_s3(None)
         }
     }

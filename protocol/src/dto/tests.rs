@@ -28,11 +28,11 @@ fn agree<T: Serialize + DeserializeOwned + ToJSON>(doc: &T) {
 fn progress() -> ProgressDoc {
     ProgressDoc {
         uploaded: 1,
-        total: 3,
-        percentage: 100.0 / 3.0,
+        total: Some(3),
+        percentage: Some(100.0 / 3.0),
         uploaded_bytes: 5_242_880,
-        total_bytes: 12_582_912,
-        bytes_percentage: 41.666666666666664,
+        total_bytes: Some(12_582_912),
+        bytes_percentage: Some(41.666666666666664),
     }
 }
 
@@ -56,9 +56,9 @@ fn status(finished: bool) -> StatusDoc {
         status: if finished { "completed" } else { "active" }.into(),
         filename: "a.bin".into(),
         content_type: "application/octet-stream".into(),
-        file_size: 12_582_912,
-        part_size: 5_242_880,
-        total_parts: 3,
+        file_size: Some(12_582_912),
+        part_size: Some(5_242_880),
+        total_parts: Some(3),
         file_key: "uploads/dev/428e6316-e808-43a9-a36c-aea27104110f/a.bin".into(),
         provider: "S3".into(),
         metadata: [("k".to_string(), "v".to_string())].into(),
@@ -81,8 +81,8 @@ fn status(finished: bool) -> StatusDoc {
 fn a_status_document_the_server_sent_parses() {
     let doc: StatusDoc = serde_json::from_str(SENT_STATUS).expect("serde reads it");
     assert_eq!(doc.upload_status(), Some(UploadStatus::Completed));
-    assert_eq!(doc.file_size, 7_000_000);
-    assert_eq!(doc.progress.bytes_percentage, 100.0);
+    assert_eq!(doc.file_size, Some(7_000_000));
+    assert_eq!(doc.progress.bytes_percentage, Some(100.0));
     assert_eq!(
         doc.metadata["fingerprint"],
         "a678569df04ac9f493950e1a37351c9e"

@@ -32,6 +32,11 @@ impl App {
         let Some(storage_upload_id) = upload.storage_upload_id.clone() else {
             return Err(JobError::Fatal("no storage upload id".into()));
         };
+        if upload.sizing.is_some() {
+            return self
+                .job_complete_unsized(upload, storage_upload_id, payload)
+                .await;
+        }
         let storage = self.storage_for(&upload)?;
         let total = upload.total_parts as u32;
         let mut listed: Option<Vec<StoredPart>> = None;
@@ -111,7 +116,7 @@ impl App {
 
     /// Storage no longer knows the upload: either an earlier try completed it (the
     /// object is there, so we only missed recording it) or it is gone for good.
-    async fn complete_or_fail_missing(
+    pub(super) async fn complete_or_fail_missing(
         &self,
         upload: &upload::Model,
         storage: &SharedStorage,
@@ -135,7 +140,7 @@ impl App {
         }
     }
 
-    async fn mark_completed(
+    pub(super) async fn mark_completed(
         &self,
         upload: &upload::Model,
         etag: &str,
@@ -152,7 +157,7 @@ impl App {
 
     /// `detail` (what storage said) goes to the log only; the upload shows `code`'s
     /// fixed text.
-    async fn back_to_active(
+    pub(super) async fn back_to_active(
         &self,
         upload: &upload::Model,
         code: ErrorCode,

@@ -11,6 +11,10 @@ impl App {
         &self,
         mut upload: upload::Model,
     ) -> Result<(), JobError> {
+        if upload.sizing == Some(partway_entity::upload::UploadSizing::Post) {
+            // One object by form POST (DESIGN §5): no storage upload to create.
+            return self.post_upload_ready(&upload).await;
+        }
         let storage = self.storage_for(&upload)?;
         if upload.status == UploadStatus::Initiating && upload.storage_upload_id.is_none() {
             let metadata = serde_json::from_value(upload.metadata.clone()).unwrap_or_default();
@@ -93,6 +97,7 @@ mod tests {
             part_size: None,
             metadata: Default::default(),
             credentials: Default::default(),
+            sizing: None,
         };
         let accepted = t.app.init(&t.caller, input.clone(), None).await.unwrap();
         let job = accepted.job_id.unwrap();

@@ -16,6 +16,7 @@ mod abort;
 mod complete;
 mod init;
 mod resume;
+mod uppy;
 mod webhook;
 
 impl App {

@@ -33,13 +33,23 @@ impl App {
             }
             Err(e) => return Err(e.into()),
         };
-        let total = upload.total_parts as u32;
+        // A size-unknown upload (DESIGN §5) may hold any of 1..=10,000; nothing is
+        // presigned ahead for it.
+        let sized = upload.sizing.is_none();
+        let total = if sized {
+            upload.total_parts as u32
+        } else {
+            crate::domain::uppy::MAX_PART_NUMBER
+        };
         let listed: Vec<StoredPart> = listed
             .into_iter()
             .filter(|p| p.part_number >= 1 && p.part_number <= total)
             .collect();
         self.store.reconcile_parts(upload.id, &listed).await?;
         self.publish(upload.id).await;
+        if !sized {
+            return Ok(());
+        }
         let remaining = missing_parts(total, &listed);
         self.presign_into_cache(&upload, &storage, &remaining, listed.len() as u32)
             .await
