@@ -17,6 +17,7 @@ mod chaos;
 mod check;
 mod client;
 mod cluster;
+mod s3_counter;
 
 use crate::Result;
 
@@ -81,6 +82,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
     );
     let c = cluster::start(2, 3).await?;
     eprintln!("[soak] cluster up, logs in {}", c.dir.path().display());
+    let completes = c.counter.completes.clone();
     let (bases, key, bucket, db_url, s3) = (
         c.bases.clone(),
         c.key.clone(),
@@ -172,7 +174,22 @@ pub async fn run(args: &[String]) -> Result<bool> {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let records = stats.uploads.lock().map_err(|_| "poisoned")?.clone();
-    let verdict = check::run(&api, &s3, &bucket, &db_url, &records).await?;
+    let mut verdict = check::run(&api, &s3, &bucket, &db_url, &records).await?;
+    // Storage's side of "completed twice": two multipart uploads completed onto one key.
+    let (complete_requests, retried_keys) = {
+        let c = completes.lock().map_err(|_| "poisoned")?;
+        for (k, (ids, _)) in &c.by_key {
+            if ids.len() > 1 {
+                verdict
+                    .duplicates
+                    .push(format!("{k}: {} multipart uploads completed", ids.len()));
+            }
+        }
+        (
+            c.by_key.values().map(|(_, n)| n).sum::<u64>(),
+            c.by_key.values().filter(|(_, n)| *n > 1).count(),
+        )
+    };
     if let Ok(mut c) = cluster.lock() {
         c.procs.iter_mut().for_each(cluster::Proc::sample_rss);
     }
@@ -183,7 +200,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         &faults,
         &cluster,
         &verdict,
-        api.as_ref(),
+        (complete_requests, retried_keys),
     )?;
     for (what, list) in [
         ("lost", &verdict.lost),
@@ -216,7 +233,7 @@ fn print_table(
     faults: &Mutex<chaos::Faults>,
     cluster: &Mutex<cluster::Cluster>,
     verdict: &check::Verdict,
-    _api: &client::Api,
+    (complete_requests, retried_keys): (u64, usize),
 ) -> Result<()> {
     use client::Outcome;
     let count = |f: &dyn Fn(&Outcome) -> bool| records.iter().filter(|r| f(&r.outcome)).count();
@@ -284,6 +301,10 @@ fn print_table(
             percentile(outside.clone(), 0.5),
             percentile(outside, 0.99)
         ),
+    ));
+    rows.push((
+        "storage CompleteMultipartUpload requests (keys sent more than one)".into(),
+        format!("{complete_requests} ({retried_keys})"),
     ));
     rows.push(("duplicates".into(), verdict.duplicates.len().to_string()));
     rows.push(("lost".into(), verdict.lost.len().to_string()));

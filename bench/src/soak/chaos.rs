@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+use rand::{rngs::StdRng, seq::SliceRandom as _, Rng as _, SeedableRng as _};
 
 use super::cluster::{Cluster, Kind};
 use crate::Result;
@@ -59,15 +59,20 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    // "A few times" each, scaled to the run: once per 4 minutes, at least once.
-    let service_budget = (duration.as_secs() / 240).max(1);
-    let mut service_left: BTreeMap<&'static str, u64> = [
-        ("rabbitmq", service_budget),
-        ("redis", service_budget),
-        ("postgres", service_budget),
-    ]
-    .into();
-    let mut stop_left = (duration.as_secs() / 180).max(1);
+    // The planned faults, "a few times" each scaled to the run (once per 4 minutes, at
+    // least once; a SIGSTOP per 3 minutes), shuffled among a few kills; kills fill the rest.
+    let outages = (duration.as_secs() / 240).max(1);
+    let stops = (duration.as_secs() / 180).max(1);
+    let mut plan: Vec<u8> = Vec::new();
+    for _ in 0..outages {
+        plan.extend([1, 2, 3]);
+    }
+    plan.extend(std::iter::repeat_n(0, stops as usize));
+    // One kill per round of outages in the plan: a 2-minute run (about five faults) still
+    // gets every outage once.
+    plan.extend(std::iter::repeat_n(9, outages as usize));
+    plan.shuffle(&mut rng);
+    plan.reverse(); // popped from the end
     let nap = |rng: &mut StdRng| Duration::from_secs(rng.gen_range(10..=30));
     let mut next = Instant::now() + nap(&mut rng);
     while !stop.load(Ordering::Relaxed) {
@@ -76,11 +81,10 @@ pub async fn run(
             continue;
         }
         next = Instant::now() + nap(&mut rng);
-        let roll = rng.gen_range(0..100);
+        let roll = plan.pop().unwrap_or(9);
         let started = Instant::now();
         let (kind, lasted): (&'static str, Duration) = match roll {
-            0..=14 if stop_left > 0 => {
-                stop_left -= 1;
+            0 => {
                 let mut c = cluster.lock().map_err(|_| "poisoned")?;
                 let workers: Vec<usize> = (0..c.procs.len())
                     .filter(|&i| c.procs[i].kind == Kind::Worker && !c.procs[i].stopped)
@@ -106,19 +110,8 @@ pub async fn run(
                 });
                 ("sigstop worker 40s", Duration::from_secs(40))
             }
-            15..=29 => {
-                let names: Vec<&'static str> = service_left
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, _)| *k)
-                    .collect();
-                if names.is_empty() {
-                    continue;
-                }
-                let name = names[rng.gen_range(0..names.len())];
-                if let Some(n) = service_left.get_mut(name) {
-                    *n -= 1;
-                }
+            1..=3 => {
+                let name = ["rabbitmq", "redis", "postgres"][roll as usize - 1];
                 let down = if name == "postgres" { 10 } else { 20 };
                 eprintln!("[soak] chaos: stop {name} for {down} s");
                 services("stop", name).await?;

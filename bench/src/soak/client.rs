@@ -94,6 +94,22 @@ pub fn sha256_of(seed: u64, size: u64) -> String {
     hex::encode(h.finalize())
 }
 
+/// The route of a path, for the error table: "resume", "report part", "status" …
+fn route(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or_default();
+    if path.contains("/parts/") {
+        return "report part";
+    }
+    match path.rsplit('/').next() {
+        Some("init") => "init",
+        Some("resume") => "resume",
+        Some("complete") => "complete",
+        Some("abort") => "abort",
+        Some("pause") => "pause",
+        _ => "status",
+    }
+}
+
 pub struct Api {
     http: reqwest::Client,
     bases: Vec<String>,
@@ -156,12 +172,12 @@ impl Api {
             match answer {
                 Some((s, doc)) if s < 500 && s != 429 => {
                     if s >= 400 {
-                        self.stats.error(s.to_string());
+                        self.stats.error(format!("{s} {}", route(path)));
                     }
                     return Ok((s, doc));
                 }
-                Some((s, _)) => self.stats.error(s.to_string()),
-                None => self.stats.error("conn".into()),
+                Some((s, _)) => self.stats.error(format!("{s} {}", route(path))),
+                None => self.stats.error(format!("conn {}", route(path))),
             }
             if Instant::now() > deadline {
                 return Err(format!("{path}: no answer within the retry budget").into());

@@ -106,6 +106,8 @@ pub struct Cluster {
     pub db_url: String,
     pub s3: aws_sdk_s3::Client,
     pub dir: tempfile::TempDir,
+    /// Between the cluster and moto: counts storage's completes.
+    pub counter: super::s3_counter::Counter,
 }
 
 impl Drop for Cluster {
@@ -150,6 +152,11 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
     let bucket = format!("pw-soak-{}", uuid::Uuid::new_v4().simple());
     let s3 = s3_client()?;
     s3.create_bucket().bucket(&bucket).send().await?;
+    let moto: std::net::SocketAddr = env("PARTWAY_TEST_S3_ENDPOINT")?
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()?;
+    let counter = super::s3_counter::Counter::start(moto, &bucket).await?;
     let vars: Vec<(String, String)> = vec![
         ("PARTWAY_DATABASE_URL".into(), db_url.clone()),
         ("PARTWAY_AMQP_URL".into(), env("PARTWAY_TEST_AMQP_URL")?),
@@ -160,7 +167,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
         ("PARTWAY_REDIS_URL".into(), env("PARTWAY_TEST_REDIS_URL")?),
         (
             "PARTWAY_S3_ENDPOINT".into(),
-            env("PARTWAY_TEST_S3_ENDPOINT")?,
+            format!("http://{}", counter.addr),
         ),
         ("PARTWAY_S3_BUCKET".into(), bucket.clone()),
         ("PARTWAY_S3_ACCESS_KEY_ID".into(), "test".into()),
@@ -213,6 +220,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
         db_url,
         s3,
         dir,
+        counter,
     };
     // The first API migrates the schema; the rest wait for it to answer.
     cluster.procs[0].start()?;
