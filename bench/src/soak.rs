@@ -81,7 +81,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         args.uploads
     );
     let c = cluster::start(2, 3).await?;
-    eprintln!("[soak] cluster up, logs in {}", c.dir.path().display());
+    eprintln!("[soak] cluster up, logs in {}", c.dir.display());
     let completes = c.counter.completes.clone();
     let (bases, key, bucket, db_url, s3) = (
         c.bases.clone(),
@@ -212,6 +212,9 @@ pub async fn run(args: &[String]) -> Result<bool> {
         for item in list.iter().take(20) {
             println!("{what}: {item}");
         }
+    }
+    if let Ok(c) = cluster.lock() {
+        println!("logs: {}", c.dir.display());
     }
     println!(
         "verdict: {} — lost {}, duplicates {}, aborted leftovers {}, unfinished jobs {}, status mismatches {} (seed {})",

@@ -105,7 +105,8 @@ pub struct Cluster {
     pub bucket: String,
     pub db_url: String,
     pub s3: aws_sdk_s3::Client,
-    pub dir: tempfile::TempDir,
+    /// The processes' logs, kept after the run: a failed invariant is read from them.
+    pub dir: PathBuf,
     /// Between the cluster and moto: counts storage's completes.
     pub counter: super::s3_counter::Counter,
 }
@@ -179,7 +180,10 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
         ("PARTWAY_RATE_LIMIT_ANON".into(), "off".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("partway-soak-")
+        .tempdir()?
+        .keep();
     let mut procs = Vec::new();
     let mut bases = Vec::new();
     for i in 0..apis {
@@ -191,7 +195,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
             kind: Kind::Api,
             name: format!("api-{i}"),
             vars: v,
-            log: dir.path().join(format!("api-{i}")),
+            log: dir.join(format!("api-{i}")),
             child: None,
             stopped: false,
             lives: 0,
@@ -204,7 +208,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
             kind: Kind::Worker,
             name: format!("worker-{i}"),
             vars: vars.clone(),
-            log: dir.path().join(format!("worker-{i}")),
+            log: dir.join(format!("worker-{i}")),
             child: None,
             stopped: false,
             lives: 0,
@@ -231,7 +235,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
     for b in &cluster.bases {
         wait_healthy(b).await?;
     }
-    let keys = command("partway", &vars, &cluster.dir.path().join("keys.log"))?
+    let keys = command("partway", &vars, &cluster.dir.join("keys.log"))?
         .args(["keys", "create", "--owner", "soak"])
         .output()?;
     if !keys.status.success() {
