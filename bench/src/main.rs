@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 mod delay_proxy;
 mod events;
 mod scale_out;
+mod soak;
 mod uppy;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -98,6 +99,18 @@ fn progress(msg: &str) {
 
 #[tokio::main]
 async fn main() {
+    // `partway-bench soak …`: the chaos soak (scripts/soak), not a bench row.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("soak") {
+        match soak::run(&args[1..]).await {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                println!("verdict: ERROR — {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let rows: Vec<u32> = std::env::var("PARTWAY_BENCH_ROWS")
         .unwrap_or_else(|_| "1,2,3,4,5,6,7,8".into())
         .split(',')
