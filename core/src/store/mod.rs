@@ -69,8 +69,34 @@ pub fn database_unreachable(e: &DbErr) -> bool {
                     | Sqlx::PoolClosed
                     | Sqlx::WorkerCrashed
                     | Sqlx::Tls(_)
+            ) || matches!(
+                inner.as_ref(),
+                Sqlx::Database(db) if db.code().is_some_and(|c| unavailable_sqlstate(&c))
             )
         }
         _ => false,
+    }
+}
+
+/// SQLSTATEs that mean the server went away or is not accepting work, not that the
+/// statement was wrong: class 08 (connection exception) and 57P01–57P03 (the server
+/// terminated the connection: shut down, crashed, or still starting). Seen when
+/// PostgreSQL stops in the middle of a query (the chaos soak, issue 15).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::unavailable_sqlstate;
+
+    #[test]
+    fn a_terminated_or_refused_connection_is_unavailable_and_a_bad_statement_is_not() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001", "08003"] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "40001", "42P01", "57014", "22001"] {
+            assert!(!unavailable_sqlstate(code), "{code}");
+        }
     }
 }
