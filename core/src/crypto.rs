@@ -128,24 +128,11 @@ impl MasterKey {
 
     /// `v2:` ‖ nonce (12 bytes) ‖ ciphertext+tag, bound to `binding`.
     pub fn seal(&self, plaintext: &[u8], binding: &CredentialBinding<'_>) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = binding.associated_data();
-        // Encryption with a valid key and a 12-byte nonce cannot fail.
-        let ciphertext = self
-            .credentials_cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
-        let mut sealed = SEALED_PREFIX.to_vec();
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed
+        seal_with(
+            &self.credentials_cipher(),
+            plaintext,
+            &binding.associated_data(),
+        )
     }
 
     /// Opens a current (`v2:`) value sealed for exactly `binding`.
@@ -154,21 +141,11 @@ impl MasterKey {
         sealed: &[u8],
         binding: &CredentialBinding<'_>,
     ) -> Result<Vec<u8>, CryptoError> {
-        let body = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .filter(|b| b.len() >= 12 + 16)
-            .ok_or(CryptoError::Unseal)?;
-        let (nonce, ciphertext) = body.split_at(12);
-        let aad = binding.associated_data();
-        self.credentials_cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Unseal)
+        open_with(
+            &self.credentials_cipher(),
+            sealed,
+            &binding.associated_data(),
+        )
     }
 
     /// The AES-256-GCM key for webhook signing secrets (DESIGN §6), derived apart from
@@ -185,23 +162,11 @@ impl MasterKey {
         owner_id: uuid::Uuid,
         webhook_id: uuid::Uuid,
     ) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = webhook_binding(owner_id, webhook_id);
-        let ciphertext = self
-            .webhook_cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: secret,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
-        let mut sealed = SEALED_PREFIX.to_vec();
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed
+        seal_with(
+            &self.webhook_cipher(),
+            secret,
+            &webhook_binding(owner_id, webhook_id),
+        )
     }
 
     /// Opens a webhook secret sealed for exactly this endpoint row.
@@ -211,21 +176,11 @@ impl MasterKey {
         owner_id: uuid::Uuid,
         webhook_id: uuid::Uuid,
     ) -> Result<Vec<u8>, CryptoError> {
-        let body = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .filter(|b| b.len() >= 12 + 16)
-            .ok_or(CryptoError::Unseal)?;
-        let (nonce, ciphertext) = body.split_at(12);
-        let aad = webhook_binding(owner_id, webhook_id);
-        self.webhook_cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Unseal)
+        open_with(
+            &self.webhook_cipher(),
+            sealed,
+            &webhook_binding(owner_id, webhook_id),
+        )
     }
 
     /// Whether `sealed` is in the current format (else a re-seal moves it there).
@@ -287,6 +242,44 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 /// The first characters of a key, safe to show in listings.
 pub fn api_key_display_prefix(key: &str) -> String {
     key.chars().take(API_KEY_PREFIX.len() + 6).collect()
+}
+
+/// `v2:` ‖ a fresh nonce (12 bytes) ‖ ciphertext+tag under `cipher`, bound to `aad`.
+fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    // Encryption with a valid key and a 12-byte nonce cannot fail.
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap_or_default();
+    let mut sealed = SEALED_PREFIX.to_vec();
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    sealed
+}
+
+/// Opens what [`seal_with`] sealed under `cipher` for exactly `aad`.
+fn open_with(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let body = sealed
+        .strip_prefix(SEALED_PREFIX)
+        .filter(|b| b.len() >= 12 + 16)
+        .ok_or(CryptoError::Unseal)?;
+    let (nonce, ciphertext) = body.split_at(12);
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| CryptoError::Unseal)
 }
 
 #[cfg(test)]
