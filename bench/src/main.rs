@@ -381,6 +381,22 @@ fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// An API key for `owner`, made by `partway keys create` on the cluster's database.
+fn create_key(vars: &[(String, String)], dir: &Path, owner: &str) -> Result<String> {
+    let keys = command("partway", vars, &dir.join("keys.log"))?
+        .args(["keys", "create", "--owner", owner])
+        .output()?;
+    if !keys.status.success() {
+        return Err("partway keys create failed".into());
+    }
+    Ok(String::from_utf8(keys.stdout)?
+        .lines()
+        .last()
+        .ok_or("no key printed")?
+        .trim()
+        .to_string())
+}
+
 /// A command with no inherited `PARTWAY_*` settings but the given ones.
 fn command(name: &str, vars: &[(String, String)], log: &Path) -> Result<Command> {
     let mut cmd = Command::new(bin(name)?);
@@ -559,18 +575,7 @@ async fn start_cluster(
     };
     cluster.base = wait_line(&rx, "partway-api listening on")?;
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    let keys = command("partway", &cluster.vars, &cluster.dir.join("keys.log"))?
-        .args(["keys", "create", "--owner", "bench"])
-        .output()?;
-    if !keys.status.success() {
-        return Err("partway keys create failed".into());
-    }
-    cluster.key = String::from_utf8(keys.stdout)?
-        .lines()
-        .last()
-        .ok_or("no key printed")?
-        .trim()
-        .to_string();
+    cluster.key = create_key(&cluster.vars, &cluster.dir, "bench")?;
     for i in 0..workers {
         let log = cluster.dir.join(format!("worker-{i}.log"));
         // Each worker serves /metrics, so a row can see which worker ran how many jobs.

@@ -9,7 +9,7 @@ use std::{
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-use crate::{command, env, Result};
+use crate::{command, create_key, env, Result};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -235,18 +235,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
     for b in &cluster.bases {
         wait_healthy(b).await?;
     }
-    let keys = command("partway", &vars, &cluster.dir.join("keys.log"))?
-        .args(["keys", "create", "--owner", "soak"])
-        .output()?;
-    if !keys.status.success() {
-        return Err("partway keys create failed".into());
-    }
-    cluster.key = String::from_utf8(keys.stdout)?
-        .lines()
-        .last()
-        .ok_or("no key printed")?
-        .trim()
-        .to_string();
+    cluster.key = create_key(&vars, &cluster.dir, "soak")?;
     Ok(cluster)
 }
 
