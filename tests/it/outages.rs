@@ -2,7 +2,7 @@
 //! lost, answers stay correct (or are a clean 503), and it recovers without restarts.
 use std::time::{Duration, Instant};
 
-use crate::common::{cluster::Cluster, private::PrivateService, *};
+use crate::common::{cluster::Cluster, gate::Gate, private::PrivateService, *};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -215,6 +215,83 @@ async fn with_postgresql_down_the_api_answers_503_and_recovers_without_restart()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     api.init("after.bin", MIB).await;
+}
+
+/// A worker whose storage call ends while PostgreSQL is down cannot record the job's
+/// outcome then; it records it once PostgreSQL is back, instead of leaving the job
+/// `running` (and the upload `initiating`) until its 2-minute lease lapses (issue 15).
+#[tokio::test]
+async fn a_job_outcome_blocked_by_a_postgresql_outage_is_recorded_when_it_returns() {
+    let Some(postgres) = PrivateService::start("postgres") else {
+        return;
+    };
+    let Some(s3) = required_service("PARTWAY_TEST_S3_ENDPOINT") else {
+        return;
+    };
+    let gate = Gate::start(&s3).await;
+    let url = postgres.url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let Some(cluster) = Cluster::start_with(
+        1,
+        vec![
+            ("PARTWAY_DATABASE_URL".into(), format!("{base}/partway")),
+            ("PARTWAY_S3_ENDPOINT".into(), gate.endpoint()),
+            ("PARTWAY_ALLOWED_ENDPOINTS".into(), gate.host_port()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let api = &cluster.api;
+    // Storage answers are held, so the init job is inside its storage call when the
+    // database goes.
+    gate.close();
+    let (status, doc) = api
+        .post("/api/v1/upload/multipart/init", init_body("held.bin"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    let token = doc["resumeToken"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gate.held() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the init job never called storage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    postgres.stop();
+    gate.open();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The outcome's write failed: this build tries again, an older one gave the job up
+    // to its lease.
+    let recording_failed = |log: &str| {
+        log.contains("could not record the job's outcome")
+            || log.contains("job could not be processed")
+    };
+    while !recording_failed(&cluster.worker_log(0)) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never met the outage: {}",
+            cluster.worker_log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    postgres.restart();
+    // Well inside the lease (120 s): the outcome is recorded and the job runs again.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (status, doc) = api.get(&format!("/api/v1/upload/multipart/{token}")).await;
+        if status == StatusCode::OK && doc["status"] == json!("active") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not active 45 s after PostgreSQL returned: {status} {doc}\n{}",
+            cluster.worker_log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ pub use partway_entity::job::{JobKind, JobState};
 use crate::{
     domain::{ErrorCode, ResumeToken, UploadStatus},
     ports::{JobRun, StorageError},
-    store::MAX_ATTEMPTS,
+    store::{LEASE, MAX_ATTEMPTS},
     usecases::{App, AppError},
 };
 
@@ -29,6 +29,13 @@ pub struct CompletePayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
 }
+
+/// Recording an outcome while the database is down: first pause, and the longest.
+const OUTCOME_RETRY_FIRST: Duration = Duration::from_millis(250);
+const OUTCOME_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Give up recording this long before the lease lapses: after that another worker may
+/// take the job, and its claim wins.
+const OUTCOME_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Exponential backoff: 1 s, 2 s, 4 s … capped at 5 minutes.
 pub fn backoff(attempts: i32) -> Duration {
@@ -80,6 +87,7 @@ impl App {
         let Some(job) = self.store().claim_job(job_id, redelivered).await? else {
             return Ok(JobRun::Settled);
         };
+        let lease_ends = Instant::now() + LEASE;
         let span = tracing::info_span!(
             "job",
             job = %job.id,
@@ -87,7 +95,7 @@ impl App {
             upload = %ResumeToken::of_row(job.upload_id),
             attempt = job.attempts
         );
-        tracing::Instrument::instrument(self.run_claimed(job), span).await
+        tracing::Instrument::instrument(self.run_claimed(job, lease_ends), span).await
     }
 
     /// Due job ids, oldest first (the embedded runner's poll).
@@ -100,7 +108,7 @@ impl App {
         Ok(self.store().release_all_leases().await?)
     }
 
-    async fn run_claimed(&self, job: job::Model) -> Result<JobRun, AppError> {
+    async fn run_claimed(&self, job: job::Model, lease_ends: Instant) -> Result<JobRun, AppError> {
         let started = Instant::now();
         info!("job started");
         let outcome = self.run_handler(&job).await;
@@ -119,10 +127,44 @@ impl App {
                 .with_label_values(&[job.kind.as_str()])
                 .observe(started.elapsed().as_secs_f64());
         }
+        // The outcome often is "the database went away", and then so is the place to write
+        // it. This worker still holds the job's lease: keep trying while it does, or the job
+        // sits `running` until the lease lapses, minutes after the database is back (the
+        // chaos soak, issue 15). Each write is conditional on this claim, so repeating one
+        // whose reply was lost changes nothing.
+        let mut pause = OUTCOME_RETRY_FIRST;
+        let run = loop {
+            match self.record_outcome(&job, &outcome, started).await {
+                Ok(run) => break run,
+                Err(AppError::Unavailable(reason))
+                    if Instant::now() + pause + OUTCOME_LEASE_MARGIN < lease_ends =>
+                {
+                    warn!(%reason, "could not record the job's outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(OUTCOME_RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if job.kind != JobKind::Webhook {
+            self.publish(job.upload_id).await;
+        }
+        // The change may have written events whose deliveries are jobs: move them on now.
+        self.queue.wake().await;
+        Ok(run)
+    }
+
+    /// Writes how the attempt ended and releases the lease; says what the queue should do.
+    async fn record_outcome(
+        &self,
+        job: &job::Model,
+        outcome: &Result<(), JobError>,
+        started: Instant,
+    ) -> Result<JobRun, AppError> {
         let store = self.store();
-        let run = match outcome {
+        Ok(match outcome {
             Ok(()) => {
-                store.finish_job(job.id, JobState::Done, None).await?;
+                store.finish_job(job, JobState::Done, None).await?;
                 info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job done"
@@ -132,32 +174,26 @@ impl App {
             Err(JobError::Retry(reason)) if job.attempts < MAX_ATTEMPTS => {
                 warn!(%reason, "job failed, will retry");
                 let delay = backoff(job.attempts);
-                store.retry_job_later(job.id, delay, reason).await?;
+                store.retry_job_later(job, delay, reason.clone()).await?;
                 JobRun::RetryAfter(delay)
             }
             Err(JobError::RetryIn(delay, reason)) => {
-                store.retry_job_later(job.id, delay, reason).await?;
-                JobRun::RetryAfter(delay)
+                store.retry_job_later(job, *delay, reason.clone()).await?;
+                JobRun::RetryAfter(*delay)
             }
             Err(JobError::Later(delay)) => {
-                store.defer_job(job.id, delay).await?;
-                JobRun::RetryAfter(delay)
+                store.defer_job(job, *delay).await?;
+                JobRun::RetryAfter(*delay)
             }
             Err(JobError::Retry(reason)) | Err(JobError::Fatal(reason)) => {
                 warn!(%reason, attempts = job.attempts, "job given up");
-                self.record_job_failure(&job).await?;
+                self.record_job_failure(job).await?;
                 store
-                    .finish_job(job.id, JobState::Failed, Some(reason.clone()))
+                    .finish_job(job, JobState::Failed, Some(reason.clone()))
                     .await?;
-                JobRun::GaveUp(reason)
+                JobRun::GaveUp(reason.clone())
             }
-        };
-        if job.kind != JobKind::Webhook {
-            self.publish(job.upload_id).await;
-        }
-        // The change may have written events whose deliveries are jobs: move them on now.
-        self.queue.wake().await;
-        Ok(run)
+        })
     }
 
     /// The upload shows that its job was given up (a code and its fixed text; the

@@ -57,6 +57,16 @@ fn claimable(now: DateTime<Utc>) -> Condition {
         )
 }
 
+/// The job as `job` claimed it: an outcome is written only while that claim holds, so
+/// writing it again (after a lost reply) changes nothing, and a worker whose lease lapsed
+/// and was taken over cannot overwrite the new holder's run.
+fn held_by(job: &job::Model) -> Condition {
+    Condition::all()
+        .add(job::Column::Id.eq(job.id))
+        .add(job::Column::State.eq(JobState::Running))
+        .add(job::Column::Attempts.eq(job.attempts))
+}
+
 fn no_lease() -> Expr {
     Expr::value(Option::<DateTime<Utc>>::None)
 }
@@ -73,7 +83,9 @@ impl Store {
     ) -> Result<Option<job::Model>, DbErr> {
         let now = Utc::now();
         let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let updated = job::Entity::update_many()
+        // One statement: a claim whose row could not be read back (the database went away
+        // between two statements) would hold the job, unseen, until its lease lapsed.
+        let mut claimed = job::Entity::update_many()
             .col_expr(job::Column::State, Expr::value(JobState::Running))
             .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
             .col_expr(
@@ -87,12 +99,9 @@ impl Store {
             } else {
                 claimable(now)
             })
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if updated.rows_affected != 1 {
-            return Ok(None);
-        }
-        job::Entity::find_by_id(job_id).one(&self.db).await
+        Ok(claimed.pop())
     }
 
     /// Ids of jobs that are due now, oldest first.
@@ -111,7 +120,7 @@ impl Store {
     /// Records a job's end (`done` or `failed`) and releases its lease.
     pub async fn finish_job(
         &self,
-        job_id: Uuid,
+        job: &job::Model,
         state: JobState,
         error: Option<String>,
     ) -> Result<(), DbErr> {
@@ -120,7 +129,7 @@ impl Store {
             .col_expr(job::Column::LeasedUntil, no_lease())
             .col_expr(job::Column::LastError, Expr::value(error))
             .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(job::Column::Id.eq(job_id))
+            .filter(held_by(job))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -129,7 +138,7 @@ impl Store {
     /// Makes the job pending again, due after `delay`.
     pub async fn retry_job_later(
         &self,
-        job_id: Uuid,
+        job: &job::Model,
         delay: Duration,
         error: String,
     ) -> Result<(), DbErr> {
@@ -140,7 +149,7 @@ impl Store {
             .col_expr(job::Column::LeasedUntil, no_lease())
             .col_expr(job::Column::LastError, Expr::value(Some(error)))
             .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(job::Column::Id.eq(job_id))
+            .filter(held_by(job))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -148,7 +157,7 @@ impl Store {
 
     /// Makes the job pending again, due after `delay`, giving back the attempt its
     /// claim counted (it waited; it did not try).
-    pub async fn defer_job(&self, job_id: Uuid, delay: Duration) -> Result<(), DbErr> {
+    pub async fn defer_job(&self, job: &job::Model, delay: Duration) -> Result<(), DbErr> {
         let run_after = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         job::Entity::update_many()
             .col_expr(job::Column::State, Expr::value(JobState::Pending))
@@ -159,7 +168,7 @@ impl Store {
                 Expr::col(job::Column::Attempts).sub(1),
             )
             .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(job::Column::Id.eq(job_id))
+            .filter(held_by(job))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -256,5 +265,61 @@ impl OutboxBatch {
                 .await?;
         }
         self.txn.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use partway_entity::job::JobState;
+
+    use crate::{domain::MIB, testing::TestApp, usecases::InitInput};
+
+    #[tokio::test]
+    async fn an_outcome_is_written_only_under_the_claim_that_ran_the_job() {
+        let t = TestApp::new().await;
+        let input = InitInput {
+            filename: "claimed.bin".into(),
+            file_size: 6 * MIB,
+            content_type: "application/octet-stream".into(),
+            provider: None,
+            part_size: None,
+            metadata: Default::default(),
+            credentials: Default::default(),
+            sizing: None,
+        };
+        let accepted = t.app.init(&t.caller, input, None).await.unwrap();
+        let id = accepted.job_id.unwrap();
+        let store = t.app.store();
+        let first = store.claim_job(id, false).await.unwrap().expect("claimed");
+        assert_eq!((first.state, first.attempts), (JobState::Running, 1));
+        assert!(
+            store.claim_job(id, false).await.unwrap().is_none(),
+            "leased"
+        );
+        // The queue redelivers it: the first holder is presumed dead.
+        let second = store
+            .claim_job(id, true)
+            .await
+            .unwrap()
+            .expect("taken over");
+        assert_eq!(second.attempts, 2);
+
+        // The first holder's late outcome changes nothing; the second's is recorded, and
+        // recording it again (a reply lost) changes nothing either.
+        store
+            .finish_job(&first, JobState::Failed, Some("late".into()))
+            .await
+            .unwrap();
+        assert_eq!(store.job_state(id).await.unwrap(), Some(JobState::Running));
+        store
+            .finish_job(&second, JobState::Done, None)
+            .await
+            .unwrap();
+        assert_eq!(store.job_state(id).await.unwrap(), Some(JobState::Done));
+        store
+            .retry_job_later(&second, std::time::Duration::ZERO, "again".into())
+            .await
+            .unwrap();
+        assert_eq!(store.job_state(id).await.unwrap(), Some(JobState::Done));
     }
 }

@@ -1,6 +1,7 @@
 //! Starts the all-in-one service on port 0 with a temp data dir and talks to it over
 //! HTTP, like a client.
 pub mod cluster;
+pub mod gate;
 pub mod private;
 pub mod receiver;
 use std::{path::PathBuf, time::Duration};
