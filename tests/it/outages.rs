@@ -200,6 +200,16 @@ async fn with_postgresql_down_the_api_answers_503_and_recovers_without_restart()
         .post("/api/v1/upload/multipart/init", init_body("no-db.bin"))
         .await;
     assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    // Every use case that writes: the soak once saw a complete answer 500 here.
+    for route in ["complete", "abort", "pause", "resume"] {
+        let (status, body) = api
+            .post(
+                &format!("/api/v1/upload/multipart/{route}"),
+                json!({"resumeToken": token}),
+            )
+            .await;
+        assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    }
     let (status, body) = read(api.http.get(api.url("/readyz")).send().await.unwrap()).await;
     assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
 
