@@ -220,6 +220,10 @@ pub struct Config {
     /// How often the sweeper looks for expired uploads.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub sweep_interval: Duration,
+    /// How long finished jobs, settled webhook deliveries and attempts, and events are
+    /// kept before the sweeper deletes them.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub history_retention: Duration,
     pub log_format: LogFormat,
     /// `partway-worker` serves its own `/metrics` here when set (jobs run there).
     #[serde(default)]
@@ -321,6 +325,7 @@ impl Default for Config {
             download_url_ttl: Duration::from_secs(3600),
             key_prefix: "uploads".into(),
             sweep_interval: Duration::from_secs(60),
+            history_retention: Duration::from_secs(30 * 24 * 3600),
             log_format: LogFormat::Pretty,
             metrics_bind: None,
             worker_concurrency: 8,
@@ -427,6 +432,12 @@ impl Config {
         if config.url_ttl.is_zero() || config.upload_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "PARTWAY_URL_TTL and PARTWAY_UPLOAD_TTL must be positive".into(),
+            ));
+        }
+        // A `?wait` follows its job's row: keep rows far longer than any wait.
+        if config.history_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(
+                "PARTWAY_HISTORY_RETENTION must be at least 1h".into(),
             ));
         }
         if config.download_url_ttl.is_zero() {
@@ -602,6 +613,19 @@ mod tests {
         let config = Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "30d")])).unwrap();
         assert_eq!(config.download_url_ttl, MAX_URL_TTL);
         assert!(Config::load_from(env(&[("PARTWAY_DOWNLOAD_URL_TTL", "0")])).is_err());
+    }
+
+    #[test]
+    fn history_is_kept_30_days_unless_configured_and_at_least_an_hour() {
+        let config = Config::load_from(env(&[])).unwrap();
+        assert_eq!(config.history_retention, Duration::from_secs(30 * 86_400));
+        let config = Config::load_from(env(&[("PARTWAY_HISTORY_RETENTION", "7d")])).unwrap();
+        assert_eq!(config.history_retention, Duration::from_secs(7 * 86_400));
+        let err = Config::load_from(env(&[("PARTWAY_HISTORY_RETENTION", "10m")])).unwrap_err();
+        assert!(
+            err.to_string().contains("PARTWAY_HISTORY_RETENTION"),
+            "{err}"
+        );
     }
 
     #[test]

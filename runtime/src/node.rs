@@ -197,6 +197,7 @@ impl Node {
             tasks.push(tokio::spawn(partway_worker::run_sweeper(
                 app.clone(),
                 config.sweep_interval,
+                config.history_retention,
                 stop.clone(),
             )));
         }

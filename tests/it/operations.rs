@@ -1,5 +1,5 @@
 //! The spec in the repo matches the code, `partway keys` works beside a running
-//! service, expired uploads are swept, migrations run on PostgreSQL.
+//! service, expired uploads are swept, history is pruned, migrations run on PostgreSQL.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -300,4 +300,68 @@ async fn metrics_answer_loopback_clients_with_cached_database_gauges() {
         text.contains("partway_uploads{status=\"active\"} 0"),
         "{text}"
     );
+}
+
+/// The sweeper deletes finished jobs older than `PARTWAY_HISTORY_RETENTION` (the pruning
+/// statements, on PostgreSQL).
+#[tokio::test]
+async fn finished_jobs_past_the_retention_are_pruned_on_postgresql() {
+    use partway_entity::job;
+    use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let Some(cluster) = crate::common::cluster::Cluster::start_with(
+        1,
+        vec![
+            ("PARTWAY_HISTORY_RETENTION".into(), "1h".into()),
+            ("PARTWAY_SWEEP_INTERVAL".into(), "1s".into()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let init = cluster.api.init("old.bin", MIB).await;
+    let token = init["resumeToken"].as_str().unwrap();
+    let upload = uuid::Uuid::parse_str(&token[4..]).unwrap();
+    let database = &cluster
+        .env
+        .iter()
+        .find(|(k, _)| k == "PARTWAY_DATABASE_URL")
+        .unwrap()
+        .1;
+    let db = sea_orm::Database::connect(database).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // As if the upload's finished jobs had ended two hours ago.
+        job::Entity::update_many()
+            .col_expr(
+                job::Column::UpdatedAt,
+                Expr::cust("now() - interval '2 hours'"),
+            )
+            .filter(job::Column::UploadId.eq(upload))
+            .filter(job::Column::State.eq("done"))
+            .exec(&db)
+            .await
+            .unwrap();
+        let left = job::Entity::find()
+            .filter(job::Column::UploadId.eq(upload))
+            .count(&db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} jobs never pruned: {}",
+            cluster.worker_log(0)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The upload itself is kept.
+    let (status, doc) = cluster
+        .api
+        .get(&format!("/api/v1/upload/multipart/{token}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(!cluster.all_logs().contains("history pruning failed"));
 }

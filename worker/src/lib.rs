@@ -86,14 +86,23 @@ async fn drain(mut running: JoinSet<()>, grace: Duration) {
 /// `completed` within 10 s of its object reaching storage).
 pub const POST_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Periodically marks expired uploads and queues their storage aborts, and (every
-/// [`POST_CHECK_INTERVAL`]) completes form-POST uploads whose object storage has.
-pub async fn run_sweeper(app: Arc<App>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+/// Periodically marks expired uploads and queues their storage aborts and deletes history
+/// older than `retention`, and (every [`POST_CHECK_INTERVAL`]) completes form-POST uploads
+/// whose object storage has.
+pub async fn run_sweeper(
+    app: Arc<App>,
+    interval: Duration,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut next_sweep = tokio::time::Instant::now();
     while !*shutdown.borrow() {
         if tokio::time::Instant::now() >= next_sweep {
             if let Err(e) = app.sweep_expired().await {
                 error!(error = %e, "expiry sweep failed");
+            }
+            if let Err(e) = app.prune_history(retention).await {
+                error!(error = %e, "history pruning failed");
             }
             next_sweep = tokio::time::Instant::now() + interval;
         }

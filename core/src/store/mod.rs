@@ -8,6 +8,8 @@
 //! - [`events`]: events for applications (written with the status change that causes
 //!   them), webhook endpoints, deliveries and attempts, the event exchange's relay batches.
 //! - [`idempotency`]: remembered `Idempotency-Key`s.
+//! - [`history`]: deleting what only records the past (finished jobs, settled deliveries,
+//!   old events and keys) after the retention.
 //! - [`keys`]: owners and API keys.
 //! - [`browser_tokens`]: browser tokens and the count behind their `maxUploads`.
 //! - [`owners`]: owners' quota overrides, the per-owner lock and usage count.
@@ -17,6 +19,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 pub mod browser_tokens;
 pub mod events;
+pub mod history;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;

@@ -488,4 +488,69 @@ mod tests {
             }
         ));
     }
+
+    #[tokio::test]
+    async fn history_past_the_retention_is_pruned_and_what_is_owed_is_kept() {
+        use partway_entity::job;
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        // Upload A's two events are delivered; upload B's `created` is refused and
+        // waits an hour for its retry.
+        let sender = Arc::new(RecordingSender::answering(vec![Ok(200), Ok(200), Ok(503)]));
+        let t = app_with(sender.clone(), vec![Duration::from_secs(3600)]).await;
+        let (row, _) = t
+            .app
+            .create_webhook(&t.caller, input("http://hooks.test/in", &EventType::ALL))
+            .await
+            .unwrap();
+        let (token, a) = t.active_upload(12 * MIB, 5 * MIB).await;
+        let parts = t.put_parts(&a, 1..=3);
+        t.app
+            .complete(&t.caller, &token, Some(parts))
+            .await
+            .unwrap();
+        t.run_jobs().await;
+        let (_, b) = t.active_upload(12 * MIB, 5 * MIB).await;
+        assert_eq!(sender.requests().len(), 3);
+        let db = t.app.store.connection();
+        let jobs_before = job::Entity::find().count(db).await.unwrap();
+
+        // Fresh history is kept.
+        let now = t
+            .app
+            .prune_history(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(now.total(), 0, "{now:?}");
+
+        // Everything is older than a cut-off a day ahead: all of A's history goes; B's
+        // owed delivery, its attempt, its event and its pending job stay.
+        let pruned = t
+            .app
+            .store
+            .prune_history(chrono::Utc::now() + chrono::Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            (pruned.deliveries, pruned.attempts, pruned.events),
+            (2, 2, 2),
+            "{pruned:?}"
+        );
+        assert_eq!(
+            pruned.jobs,
+            jobs_before - 1,
+            "all but B's pending delivery job"
+        );
+        assert_eq!(job::Entity::find().count(db).await.unwrap(), 1);
+        assert!(t.app.store.events_of(a.id).await.unwrap().is_empty());
+        assert_eq!(t.app.store.events_of(b.id).await.unwrap().len(), 1);
+        let kept = t.app.webhook_attempts(&t.caller, row.id).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].status_code, Some(503));
+        // The uploads themselves are never pruned.
+        assert_eq!(
+            t.app.reload(a.id).await.unwrap().status,
+            UploadStatus::Completed
+        );
+        assert_eq!(t.app.store.undelivered_count().await.unwrap(), 1);
+    }
 }
