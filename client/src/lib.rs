@@ -166,7 +166,13 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Answer<T>, ApiError> {
-        let (status, text) = self.api(Method::POST, path, Some(body)).await?;
+        // Init and complete remember an `Idempotency-Key` (DESIGN §4). One key per call, the
+        // same on each of its retries: a retry after an answer that was lost (a 5xx, a
+        // dropped connection) gets the first answer instead of a second upload.
+        let key = uuid::Uuid::new_v4().to_string();
+        let (status, text) = self
+            .request(Method::POST, path, Some(body), Some(&key))
+            .await?;
         Ok(if status == StatusCode::ACCEPTED {
             Answer::Accepted(self.parse(&text)?)
         } else {
@@ -192,6 +198,17 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<(StatusCode, String), ApiError> {
+        self.request(method, path, body, None).await
+    }
+
+    /// [`Client::api`], with an `Idempotency-Key` on every try when given.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, String), ApiError> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -203,6 +220,9 @@ impl Client {
                 .timeout(Duration::from_secs(100));
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            if let Some(key) = idempotency_key {
+                request = request.header("idempotency-key", key);
             }
             let response = match request.send().await {
                 Ok(response) => response,

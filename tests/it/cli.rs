@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{sha256, test_bytes, TestApp, MIB};
+use crate::common::{gate::Gate, sha256, test_bytes, TestApp, MIB};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -63,6 +63,31 @@ fn state_entries(state_dir: &Path) -> serde_json::Map<String, Value> {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
         Err(_) => Default::default(),
     }
+}
+
+/// The answer to an init is lost on the way (the server made the upload): the client's
+/// retry carries the same `Idempotency-Key`, so there is one upload, not an orphan beside
+/// the one it finishes. The chaos soak saw the second upload.
+#[tokio::test]
+async fn an_init_whose_answer_was_lost_is_retried_into_the_same_upload() {
+    let app = TestApp::spawn().await;
+    let gate = Gate::start(&app.base).await;
+    gate.lose_next_answer_to("/upload/multipart/init");
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = write_file(dir.path(), "lost.bin", 6 * MIB, 5);
+    let output = partway(&app, dir.path())
+        .env("PARTWAY_SERVER", gate.endpoint())
+        .args(["upload", file.to_str().unwrap(), "--json"])
+        .output()
+        .await
+        .unwrap();
+    let result = last_json(&output);
+    assert_eq!(gate.lost(), 1, "the init's answer was lost");
+    let all = uploads(&app).await;
+    assert_eq!(all.len(), 1, "one upload: {all:?}");
+    let token = result["resumeToken"].as_str().unwrap();
+    assert_eq!(all[0]["resumeToken"], token);
+    assert_eq!(downloaded_sha(&app, token).await, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
 //! A TCP proxy that can hold what clients send: while it is closed, bytes from the client
 //! wait in the proxy (connections stay open, pooled ones included) until it opens again.
-//! Lets a test stop a worker in the middle of a storage call, deterministically.
+//! Lets a test stop a worker in the middle of a storage call, deterministically. It can
+//! also lose an answer on the way: the server handles the request, the client sees its
+//! connection closed.
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
     },
 };
 
@@ -20,7 +22,27 @@ pub struct Gate {
     addr: SocketAddr,
     open: watch::Sender<bool>,
     held: Arc<AtomicUsize>,
+    losses: Arc<Losses>,
     accept: JoinHandle<()>,
+}
+
+/// Answers to lose: the next request containing `needle`, and how many were lost.
+#[derive(Default)]
+struct Losses {
+    needle: Mutex<Option<&'static str>>,
+    lost: AtomicUsize,
+}
+
+impl Losses {
+    /// Whether this chunk of a request is the one whose answer is to be lost.
+    fn take_if_in(&self, chunk: &[u8]) -> bool {
+        let mut needle = self.needle.lock().unwrap();
+        let hit = needle.is_some_and(|n| chunk.windows(n.len()).any(|w| w == n.as_bytes()));
+        if hit {
+            *needle = None;
+        }
+        hit
+    }
 }
 
 impl Drop for Gate {
@@ -41,19 +63,27 @@ impl Gate {
         let addr = listener.local_addr().unwrap();
         let (open, _) = watch::channel(true);
         let held = Arc::new(AtomicUsize::new(0));
-        let (gate, count) = (open.clone(), held.clone());
+        let losses = Arc::new(Losses::default());
+        let (gate, count, lose) = (open.clone(), held.clone(), losses.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
-                tokio::spawn(pipe(client, server, gate.subscribe(), count.clone()));
+                tokio::spawn(pipe(
+                    client,
+                    server,
+                    gate.subscribe(),
+                    count.clone(),
+                    lose.clone(),
+                ));
             }
         });
         Gate {
             addr,
             open,
             held,
+            losses,
             accept,
         }
     }
@@ -78,6 +108,17 @@ impl Gate {
     pub fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
     }
+
+    /// The next request containing `needle` reaches the server, but its answer does not
+    /// reach the client: the connection is closed instead.
+    pub fn lose_next_answer_to(&self, needle: &'static str) {
+        *self.losses.needle.lock().unwrap() = Some(needle);
+    }
+
+    /// Answers lost so far.
+    pub fn lost(&self) -> usize {
+        self.losses.lost.load(Ordering::SeqCst)
+    }
 }
 
 async fn pipe(
@@ -85,9 +126,12 @@ async fn pipe(
     server: TcpStream,
     mut open: watch::Receiver<bool>,
     held: Arc<AtomicUsize>,
+    losses: Arc<Losses>,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    let lose_answer = Arc::new(AtomicBool::new(false));
+    let (losing, lost) = (lose_answer.clone(), losses.clone());
     let upstream = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -101,6 +145,9 @@ async fn pipe(
                     break;
                 }
             }
+            if losses.take_if_in(&buf[..n]) {
+                losing.store(true, Ordering::SeqCst);
+            }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;
             }
@@ -108,7 +155,21 @@ async fn pipe(
         let _ = server_write.shutdown().await;
     };
     let downstream = async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if lose_answer.load(Ordering::SeqCst) {
+                // The server answered; the client never hears it.
+                lost.lost.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = client_write.shutdown().await;
     };
     tokio::join!(upstream, downstream);
