@@ -53,6 +53,8 @@ struct State {
     uploads: HashMap<String, MultipartUpload>,
     objects: HashMap<String, (u64, String)>,
     failures: HashMap<StorageCall, StorageError>,
+    /// Calls that wait until the test lets them go on.
+    holds: HashMap<StorageCall, Arc<tokio::sync::Notify>>,
     next_id: u64,
     list_pages: u64,
     completes: u64,
@@ -72,6 +74,20 @@ impl MemoryStorage {
     /// The next `call` answers `error` (once).
     pub fn fail_next(&self, call: StorageCall, error: StorageError) {
         self.state().failures.insert(call, error);
+    }
+
+    /// The next `call` waits until the returned handle is notified (a slow storage call).
+    pub fn hold_next(&self, call: StorageCall) -> Arc<tokio::sync::Notify> {
+        let release = Arc::new(tokio::sync::Notify::new());
+        self.state().holds.insert(call, release.clone());
+        release
+    }
+
+    async fn wait_if_held(&self, call: StorageCall) {
+        let hold = self.state().holds.remove(&call);
+        if let Some(release) = hold {
+            release.notified().await;
+        }
     }
 
     fn take_failure(&self, call: StorageCall) -> Result<(), StorageError> {
@@ -144,6 +160,7 @@ impl ObjectStorage for MemoryStorage {
         _content_type: &str,
         _metadata: &BTreeMap<String, String>,
     ) -> Result<String, StorageError> {
+        self.wait_if_held(StorageCall::Create).await;
         self.take_failure(StorageCall::Create)?;
         let mut state = self.state();
         if let Some((id, _)) = state.uploads.iter().find(|(_, u)| u.key == key) {
@@ -320,6 +337,18 @@ impl TestApp {
             .expect("the app is not shared yet")
             .settings
             .quota = quota;
+        t
+    }
+
+    /// [`TestApp::new`] with job leases this short (the heartbeat a quarter of it).
+    pub async fn with_lease(lease: Duration) -> TestApp {
+        let mut t = TestApp::new().await;
+        Arc::get_mut(&mut t.app)
+            .expect("the app is not shared yet")
+            .lease_timing = crate::jobs::LeaseTiming {
+            lease,
+            heartbeat: lease / 4,
+        };
         t
     }
 

@@ -14,7 +14,7 @@ pub use partway_entity::job::{JobKind, JobState};
 use crate::{
     domain::{ErrorCode, ResumeToken, UploadStatus},
     ports::{JobRun, StorageError},
-    store::{LEASE, MAX_ATTEMPTS},
+    store::MAX_ATTEMPTS,
     usecases::{App, AppError},
 };
 
@@ -28,6 +28,31 @@ pub struct CompletePayload {
     /// (the browser token's `maxFileSize`); over it, the storage upload is aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
+}
+
+/// A claim lasts this long unless its worker extends it (every [`LEASE_HEARTBEAT`] while the
+/// job runs): a lease that lapses means the worker died or hung, and the job is taken
+/// again. Short, so a job whose worker vanished without the queue noticing (or whose claim
+/// was committed but never answered) waits seconds, not minutes.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a running job's worker extends its lease.
+pub const LEASE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long a claim lasts and how often it is extended ([`LEASE`], [`LEASE_HEARTBEAT`];
+/// tests shorten them).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    pub lease: Duration,
+    pub heartbeat: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming {
+            lease: LEASE,
+            heartbeat: LEASE_HEARTBEAT,
+        }
+    }
 }
 
 /// Recording an outcome while the database is down: first pause, and the longest.
@@ -84,10 +109,11 @@ impl App {
     /// ended so a queue can ack, delay or park its message.
     /// `redelivered`: the queue gave this job to another worker before, which died.
     pub async fn process_job(&self, job_id: Uuid, redelivered: bool) -> Result<JobRun, AppError> {
-        let Some(job) = self.store().claim_job(job_id, redelivered).await? else {
+        let lease = self.lease_timing.lease;
+        let Some(job) = self.store().claim_job(job_id, redelivered, lease).await? else {
             return Ok(JobRun::Settled);
         };
-        let lease_ends = Instant::now() + LEASE;
+        let lease_ends = Instant::now() + lease;
         let span = tracing::info_span!(
             "job",
             job = %job.id,
@@ -111,7 +137,12 @@ impl App {
     async fn run_claimed(&self, job: job::Model, lease_ends: Instant) -> Result<JobRun, AppError> {
         let started = Instant::now();
         info!("job started");
-        let outcome = self.run_handler(&job).await;
+        let lease_ends = std::sync::Mutex::new(lease_ends);
+        let outcome = tokio::select! {
+            outcome = self.run_handler(&job) => outcome,
+            never = self.keep_lease(&job, &lease_ends) => match never {},
+        };
+        let lease_ends = *lease_ends.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = crate::metrics::metrics() {
             let label = match &outcome {
                 Ok(()) => "done",
@@ -152,6 +183,29 @@ impl App {
         // The change may have written events whose deliveries are jobs: move them on now.
         self.queue.wake().await;
         Ok(run)
+    }
+
+    /// Extends the job's lease every heartbeat while its handler runs (the caller drops
+    /// this future when the handler ends), noting until when the claim holds.
+    async fn keep_lease(
+        &self,
+        job: &job::Model,
+        lease_ends: &std::sync::Mutex<Instant>,
+    ) -> std::convert::Infallible {
+        let LeaseTiming { lease, heartbeat } = self.lease_timing;
+        loop {
+            tokio::time::sleep(heartbeat).await;
+            let asked = Instant::now();
+            match self.store().extend_lease(job, lease).await {
+                Ok(true) => {
+                    *lease_ends.lock().unwrap_or_else(|e| e.into_inner()) = asked + lease;
+                }
+                Ok(false) => warn!(
+                    "the job's lease lapsed and another worker took it; this run's outcome will not be recorded"
+                ),
+                Err(e) => warn!(error = %e, "could not extend the job's lease"),
+            }
+        }
     }
 
     /// Writes how the attempt ended and releases the lease; says what the queue should do.
@@ -240,6 +294,53 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job that runs longer than its lease keeps it: its worker extends the lease, so
+    /// no other worker takes the job meanwhile; it is done once, on its first attempt.
+    #[tokio::test]
+    async fn a_long_job_keeps_its_lease_while_it_runs() {
+        use crate::{
+            domain::MIB,
+            testing::{StorageCall, TestApp},
+            usecases::InitInput,
+        };
+        let lease = Duration::from_millis(800);
+        let t = TestApp::with_lease(lease).await;
+        let release = t.storage.hold_next(StorageCall::Create);
+        let input = InitInput {
+            filename: "slow.bin".into(),
+            file_size: 6 * MIB,
+            content_type: "application/octet-stream".into(),
+            provider: None,
+            part_size: None,
+            metadata: Default::default(),
+            credentials: Default::default(),
+            sizing: None,
+        };
+        let accepted = t.app.init(&t.caller, input, None).await.unwrap();
+        let id = accepted.job_id.unwrap();
+        let app = t.app.clone();
+        let run = tokio::spawn(async move { app.process_job(id, false).await });
+        // Three leases long inside storage's create; all along, the job is not claimable.
+        let held_until = Instant::now() + lease * 3;
+        while Instant::now() < held_until {
+            tokio::time::sleep(lease / 8).await;
+            assert_eq!(
+                t.app.store().job_state(id).await.unwrap(),
+                Some(JobState::Running)
+            );
+            assert!(
+                t.app.due_jobs(10).await.unwrap().is_empty(),
+                "the lease lapsed while the job ran"
+            );
+        }
+        release.notify_one();
+        assert!(matches!(run.await.unwrap().unwrap(), JobRun::Settled));
+        assert_eq!(
+            t.app.store().job_state(id).await.unwrap(),
+            Some(JobState::Done)
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

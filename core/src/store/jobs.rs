@@ -16,8 +16,6 @@ use uuid::Uuid;
 
 use super::Store;
 
-/// A worker that holds a job longer than this is presumed dead and the job is taken again.
-pub const LEASE: Duration = Duration::from_secs(120);
 /// Attempts before a job is given up and its upload shows the error.
 pub const MAX_ATTEMPTS: i32 = 8;
 /// A published job still pending this long after it was due is published again.
@@ -80,9 +78,10 @@ impl Store {
         &self,
         job_id: Uuid,
         take_over: bool,
+        lease: Duration,
     ) -> Result<Option<job::Model>, DbErr> {
         let now = Utc::now();
-        let lease_end = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let lease_end = now + chrono::Duration::from_std(lease).unwrap_or_default();
         // One statement: a claim whose row could not be read back (the database went away
         // between two statements) would hold the job, unseen, until its lease lapsed.
         let mut claimed = job::Entity::update_many()
@@ -115,6 +114,18 @@ impl Store {
             .into_tuple::<Uuid>()
             .all(&self.db)
             .await
+    }
+
+    /// Extends the lease of a job this claim still holds; false when it is no longer held
+    /// (the lease lapsed and another worker took the job).
+    pub async fn extend_lease(&self, job: &job::Model, lease: Duration) -> Result<bool, DbErr> {
+        let lease_end = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        let updated = job::Entity::update_many()
+            .col_expr(job::Column::LeasedUntil, Expr::value(Some(lease_end)))
+            .filter(held_by(job))
+            .exec(&self.db)
+            .await?;
+        Ok(updated.rows_affected == 1)
     }
 
     /// Records a job's end (`done` or `failed`) and releases its lease.
@@ -272,7 +283,7 @@ impl OutboxBatch {
 mod tests {
     use partway_entity::job::JobState;
 
-    use crate::{domain::MIB, testing::TestApp, usecases::InitInput};
+    use crate::{domain::MIB, jobs::LEASE, testing::TestApp, usecases::InitInput};
 
     #[tokio::test]
     async fn an_outcome_is_written_only_under_the_claim_that_ran_the_job() {
@@ -290,15 +301,19 @@ mod tests {
         let accepted = t.app.init(&t.caller, input, None).await.unwrap();
         let id = accepted.job_id.unwrap();
         let store = t.app.store();
-        let first = store.claim_job(id, false).await.unwrap().expect("claimed");
+        let first = store
+            .claim_job(id, false, LEASE)
+            .await
+            .unwrap()
+            .expect("claimed");
         assert_eq!((first.state, first.attempts), (JobState::Running, 1));
         assert!(
-            store.claim_job(id, false).await.unwrap().is_none(),
+            store.claim_job(id, false, LEASE).await.unwrap().is_none(),
             "leased"
         );
         // The queue redelivers it: the first holder is presumed dead.
         let second = store
-            .claim_job(id, true)
+            .claim_job(id, true, LEASE)
             .await
             .unwrap()
             .expect("taken over");

@@ -29,7 +29,7 @@ pub mod stats;
 pub mod uploads;
 pub mod uppy;
 
-pub use jobs::{OutboxBatch, LEASE, MAX_ATTEMPTS};
+pub use jobs::{OutboxBatch, MAX_ATTEMPTS};
 pub use uploads::{ErrorPatch, UploadFilter, UploadPatch};
 
 /// The database, behind the statements partway needs.

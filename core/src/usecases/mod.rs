@@ -93,6 +93,8 @@ pub struct App {
     rate_limiter: crate::rate_limit::RequestLimiter,
     /// How webhook deliveries are retried and timed out.
     pub(crate) event_settings: crate::events::EventSettings,
+    /// How long a job's claim lasts and how often its worker extends it.
+    pub(crate) lease_timing: crate::jobs::LeaseTiming,
     /// Where webhook requests go out.
     pub(crate) webhook_sender: Arc<dyn crate::events::sender::WebhookSender>,
     /// Size-unknown uploads whose parts Uppy is signing (`uppy::SIGNABLE_TTL`).
@@ -124,6 +126,7 @@ impl App {
             streams: Arc::default(),
             gauges_refreshed: Default::default(),
             event_settings: crate::events::EventSettings::default(),
+            lease_timing: crate::jobs::LeaseTiming::default(),
             webhook_sender: Arc::new(crate::events::sender::HttpSender::new(
                 storage.outbound().clone(),
             )),
