@@ -140,6 +140,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
     ];
     let c = cluster::start(2, 3, &extra).await?;
     eprintln!("[soak] cluster up, logs in {}", c.dir.display());
+    let logs = c.dir.clone();
     let completes = c.counter.completes.clone();
     let (bases, key, bucket, db_url, s3) = (
         c.bases.clone(),
@@ -150,14 +151,17 @@ pub async fn run(args: &[String]) -> Result<bool> {
     );
     let cluster = Arc::new(Mutex::new(c));
     let stats = Arc::new(client::Stats::default());
-    let api = Arc::new(client::Api::new(
+    let mut api = client::Api::new(
         bases,
         key,
         stats.clone(),
         s3.clone(),
         bucket.clone(),
         db_url.clone(),
-    )?);
+    )?;
+    api.cli_logs = logs.join("cli");
+    std::fs::create_dir_all(&api.cli_logs)?;
+    let api = Arc::new(api);
     let (s, doc) = api
         .call(
             reqwest::Method::POST,

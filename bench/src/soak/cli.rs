@@ -44,6 +44,7 @@ async fn run_once(
     state: &Path,
     file: &Path,
     kill_after: Option<Duration>,
+    run: usize,
 ) -> Result<Option<Result<serde_json::Value>>> {
     use tokio::io::AsyncReadExt as _;
     let mut cmd = tokio::process::Command::new(crate::bin("partway")?);
@@ -92,6 +93,14 @@ async fn run_once(
         None => Some(child.wait().await?),
     };
     let (out, err) = (out.await??, err.await??);
+    // Kept for the diagnosis of a failed invariant: `cli/<file>.<run>.log`.
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let log = api.cli_logs.join(format!("{name}.{run}.log"));
+    let ending = match &status {
+        Some(s) => format!("\n[soak] exit: {s} via {base}\n"),
+        None => format!("\n[soak] SIGKILLed after {kill_after:?} via {base}\n"),
+    };
+    let _ = std::fs::write(&log, [&err[..], &out[..], ending.as_bytes()].concat());
     let stdout = String::from_utf8_lossy(&out);
     let line = stdout.lines().last().unwrap_or_default();
     let Some(status) = status else {
@@ -217,7 +226,7 @@ async fn drive(
         // Alternate between the APIs, as a user retrying against a load balancer.
         let base = api.base(run);
         run += 1;
-        match run_once(api, base, state, file, kill_after.take()).await? {
+        match run_once(api, base, state, file, kill_after.take(), run).await? {
             None => {
                 api.stats.cli_kills.fetch_add(1, Ordering::Relaxed);
             }

@@ -173,6 +173,8 @@ pub struct Api {
     bucket: String,
     /// The cluster's database: an abandoned upload's expiry is moved into the past there.
     db_url: String,
+    /// Where each `partway upload` run's stderr is kept (with the processes' logs).
+    pub cli_logs: std::path::PathBuf,
 }
 
 impl Api {
@@ -197,6 +199,7 @@ impl Api {
             s3,
             bucket,
             db_url,
+            cli_logs: std::env::temp_dir(),
         })
     }
 
