@@ -429,6 +429,10 @@ fn print_table(
             ),
         ),
         (
+            "uploads of a CLI file left unfinished beside the one the CLI finished".into(),
+            stats.cli_orphans.load(Ordering::Relaxed).to_string(),
+        ),
+        (
             "completes sent again after completion (same answer)".into(),
             format!(
                 "{} ({})",

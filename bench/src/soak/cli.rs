@@ -161,9 +161,10 @@ pub async fn upload(
     let fp = fingerprint_of(&file);
     let result = drive(api, &state, &file, size, seed, kill_after).await;
     let _ = tokio::fs::remove_file(&file).await;
-    // A run killed between init and its state entry, or between complete and its result,
-    // leaves an upload the next run does not continue (it starts another): every upload
-    // of this file is accounted for, found as the CLI finds them, by fingerprint.
+    // A run killed between complete and its result, or an init the CLI sent again after
+    // a 5xx (it sends no Idempotency-Key), leaves an upload of this file that the CLI does
+    // not finish: every upload of the file is accounted for, found by fingerprint as the
+    // CLI finds them.
     let finished = result.as_ref().ok().cloned().flatten();
     others(api, &fp?, size, seed, finished.as_deref()).await?;
     result.map(|_| ())
@@ -196,12 +197,18 @@ async fn others(api: &Api, fp: &str, size: u64, seed: u64, finished: Option<&str
             file_key: key.clone(),
             cli: true,
             size,
-            outcome: Outcome::GaveUp("a killed CLI run's upload, not continued".into()),
+            outcome: Outcome::GaveUp("an upload of the file the CLI did not continue".into()),
             sha256: String::new(),
             verified: Verified::No,
             deleted: false,
         })?;
-        if completed {
+        if !completed {
+            eprintln!(
+                "[soak] cli: upload {} of {} left {} (the CLI finished another)",
+                u["resumeToken"], u["filename"], u["status"]
+            );
+            api.stats.cli_orphans.fetch_add(1, Ordering::Relaxed);
+        } else {
             api.stats
                 .cli_extra_completed
                 .fetch_add(1, Ordering::Relaxed);

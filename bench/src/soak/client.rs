@@ -89,6 +89,9 @@ pub struct Stats {
     /// Uploads a killed CLI run completed that the next run did not know of (it uploaded
     /// the file again): verified like the others.
     pub cli_extra_completed: AtomicUsize,
+    /// Uploads of a CLI file other than the one the CLI finished, left unfinished: the CLI
+    /// started the file again while an upload of it existed (e.g. a retried init).
+    pub cli_orphans: AtomicUsize,
 }
 
 impl Stats {
