@@ -74,9 +74,11 @@ fn percentile(mut v: Vec<f64>, p: f64) -> String {
     format!("{:.1} ms", v[i])
 }
 
-/// How long, once clients are done, the run waits for every terminal event to arrive: the
-/// retry schedule's first two retries come within a minute (DESIGN §6).
-const EVENT_DRAIN: Duration = Duration::from_secs(90);
+/// How long, once clients are done, the run waits for every terminal event to arrive: a
+/// delivery job held by a worker that was killed is taken over when its lease lapses
+/// (2 minutes, `store::jobs::LEASE`), and the retry schedule's first retries come within
+/// a minute (DESIGN §6). A passing run stops waiting as soon as all have arrived.
+const EVENT_DRAIN: Duration = Duration::from_secs(150);
 
 /// Samples every process's `partway_job_runs_total{outcome="retry"}` into its slot's
 /// counter. The lock is not held across the scrape; a value scraped from a life that has
