@@ -1,7 +1,9 @@
 //! The chaos loop: seeded, so a run's faults can be replayed from the printed seed.
-//! Every 10–30 s one fault: SIGKILL an API or a worker and start it again, SIGSTOP a
-//! worker for 40 s (a hung process whose lease must be taken over), or stop RabbitMQ
-//! (20 s), Redis (20 s) or PostgreSQL (10 s) through `scripts/services`.
+//! Every 10–30 s (5–15 s in short runs) one fault: SIGKILL an API or a worker and start it again, SIGSTOP a
+//! worker for 40 s (a hung process whose lease must be taken over), stop RabbitMQ
+//! (20 s), Redis (20 s) or PostgreSQL (10 s) through `scripts/services`, or restart the
+//! proxy in front of moto while parts are being PUT (its connections dropped, its port
+//! refusing for 2–5 s).
 use std::{
     collections::BTreeMap,
     sync::{
@@ -65,15 +67,23 @@ pub async fn run(
     let stops = (duration.as_secs() / 180).max(1);
     let mut plan: Vec<u8> = Vec::new();
     for _ in 0..outages {
-        plan.extend([1, 2, 3]);
+        plan.extend([1, 2, 3, 4]);
     }
     plan.extend(std::iter::repeat_n(0, stops as usize));
-    // One kill per round of outages in the plan: a 2-minute run (about five faults) still
+    // One kill per round of outages in the plan: a 2-minute run (about eight faults) still
     // gets every outage once.
     plan.extend(std::iter::repeat_n(9, outages as usize));
     plan.shuffle(&mut rng);
     plan.reverse(); // popped from the end
-    let nap = |rng: &mut StdRng| Duration::from_secs(rng.gen_range(10..=30));
+                    // 10–30 s between faults; 5–15 s in runs under 5 minutes, so that a 2-minute run
+                    // (CI's) still meets every kind once.
+    let (lo, hi) = if duration < Duration::from_secs(300) {
+        (5, 15)
+    } else {
+        (10, 30)
+    };
+    let nap = |rng: &mut StdRng| Duration::from_secs(rng.gen_range(lo..=hi));
+    let mut outage: Option<tokio::task::JoinHandle<Result<()>>> = None;
     let mut next = Instant::now() + nap(&mut rng);
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() < next {
@@ -83,7 +93,8 @@ pub async fn run(
         next = Instant::now() + nap(&mut rng);
         let roll = plan.pop().unwrap_or(9);
         let started = Instant::now();
-        let (kind, lasted): (&'static str, Duration) = match roll {
+        // `lasted` None: the fault's window is recorded when it ends (an outage).
+        let (kind, lasted): (&'static str, Option<Duration>) = match roll {
             0 => {
                 let mut c = cluster.lock().map_err(|_| "poisoned")?;
                 let workers: Vec<usize> = (0..c.procs.len())
@@ -108,21 +119,54 @@ pub async fn run(
                         c.procs[i].stopped = false;
                     }
                 });
-                ("sigstop worker 40s", Duration::from_secs(40))
+                ("sigstop worker 40s", Some(Duration::from_secs(40)))
             }
             1..=3 => {
+                // One service down at a time; the loop goes on meanwhile (kills and
+                // hangs overlap an outage, as production failures do).
+                if let Some(o) = outage.take() {
+                    wait_outage(o).await;
+                }
                 let name = ["rabbitmq", "redis", "postgres"][roll as usize - 1];
-                let down = if name == "postgres" { 10 } else { 20 };
-                eprintln!("[soak] chaos: stop {name} for {down} s");
-                services("stop", name).await?;
-                tokio::time::sleep(Duration::from_secs(down)).await;
-                services("start", name).await?;
-                let kind = match name {
-                    "rabbitmq" => "stop rabbitmq 20s",
-                    "redis" => "stop redis 20s",
-                    _ => "stop postgres 10s",
+                let (kind, down) = match name {
+                    "rabbitmq" => ("stop rabbitmq 20s", 20),
+                    "redis" => ("stop redis 20s", 20),
+                    _ => ("stop postgres 10s", 10),
                 };
-                (kind, started.elapsed())
+                eprintln!("[soak] chaos: stop {name} for {down} s");
+                let started = Instant::now();
+                services("stop", name).await?;
+                let f = faults.clone();
+                outage = Some(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(down)).await;
+                    let r = services("start", name).await;
+                    if let Ok(mut f) = f.lock() {
+                        f.windows.push((started, Instant::now() + SETTLE));
+                    }
+                    r
+                }));
+                (kind, None)
+            }
+            4 => {
+                let counter = cluster.lock().map_err(|_| "poisoned")?.counter.clone();
+                let down = Duration::from_millis(rng.gen_range(2000..=5000));
+                // Mid-PUT: when some connection is open through the proxy (clients PUT
+                // parts most of the time; a few seconds at most otherwise).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while counter.open.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                eprintln!(
+                    "[soak] chaos: restart the moto proxy ({} connections dropped, down {} ms)",
+                    counter.open.load(Ordering::Relaxed),
+                    down.as_millis()
+                );
+                let started = Instant::now();
+                counter.restart(down).await?;
+                (
+                    "restart moto proxy mid-PUT (2–5 s)",
+                    Some(started.elapsed()),
+                )
             }
             _ => {
                 let mut c = cluster.lock().map_err(|_| "poisoned")?;
@@ -134,15 +178,29 @@ pub async fn run(
                 p.kill();
                 p.start()?;
                 match p.kind {
-                    Kind::Api => ("kill api", Duration::ZERO),
-                    Kind::Worker => ("kill worker", Duration::ZERO),
+                    Kind::Api => ("kill api", Some(Duration::ZERO)),
+                    Kind::Worker => ("kill worker", Some(Duration::ZERO)),
                 }
             }
         };
         if let Ok(mut f) = faults.lock() {
             *f.by_kind.entry(kind).or_default() += 1;
-            f.windows.push((started, started + lasted + SETTLE));
+            if let Some(lasted) = lasted {
+                f.windows.push((started, started + lasted + SETTLE));
+            }
         }
     }
+    // Returns once a service it stopped is back.
+    if let Some(o) = outage.take() {
+        wait_outage(o).await;
+    }
     Ok(())
+}
+
+async fn wait_outage(o: tokio::task::JoinHandle<Result<()>>) {
+    match o.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("[soak] chaos: restarting a service: {e}"),
+        Err(e) => eprintln!("[soak] chaos: outage task: {e}"),
+    }
 }

@@ -1,9 +1,7 @@
 //! The invariants checked once faults have stopped and clients have finished.
 use std::collections::{BTreeMap, BTreeSet};
 
-use sha2::{Digest as _, Sha256};
-
-use super::client::{Api, Outcome, Record};
+use super::client::{Api, Outcome, Record, Verified};
 use crate::Result;
 
 #[derive(Default, Debug)]
@@ -12,12 +10,18 @@ pub struct Verdict {
     pub lost: Vec<String>,
     /// Objects on storage no completed upload accounts for, or one key completed twice.
     pub duplicates: Vec<String>,
-    /// Aborted uploads whose multipart upload is still on storage.
+    /// Aborted or expired uploads whose multipart upload is still on storage.
     pub aborted_leftovers: Vec<String>,
     /// Jobs still pending or running, or failed without a recorded reason.
     pub unfinished_jobs: Vec<String>,
     /// Uploads whose API status disagrees with storage.
     pub status_mismatches: Vec<String>,
+    /// A repeated complete that did not answer the same completed document.
+    pub recomplete_mismatches: Vec<String>,
+    /// Terminal events of uploads that reached that status, never delivered.
+    pub undelivered_events: Vec<String>,
+    /// (resume token, status the API reports) of every upload a client started.
+    pub statuses: Vec<(String, String)>,
 }
 
 impl Verdict {
@@ -27,13 +31,9 @@ impl Verdict {
             && self.aborted_leftovers.is_empty()
             && self.unfinished_jobs.is_empty()
             && self.status_mismatches.is_empty()
+            && self.recomplete_mismatches.is_empty()
+            && self.undelivered_events.is_empty()
     }
-}
-
-async fn object_sha256(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
-    let obj = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
-    let bytes = obj.body.collect().await.ok()?.into_bytes();
-    Some(hex::encode(Sha256::digest(&bytes)))
 }
 
 async fn object_keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<BTreeSet<String>> {
@@ -74,6 +74,34 @@ async fn multipart_ids(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<BTreeSet
     }
 }
 
+/// Jobs not finished yet (pending or running).
+async fn busy_jobs(db_url: &str) -> Result<u64> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(db_url).await?;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM jobs WHERE state IN ('pending', 'running')",
+        ))
+        .await?;
+    db.close().await?;
+    let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
+    Ok(n as u64)
+}
+
+/// Polls until no job is pending or running (the last aborts' and expiries' storage
+/// calls), or the deadline; what is left then is reported by `run`.
+pub async fn settle(db_url: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match busy_jobs(db_url).await {
+            Ok(0) => return,
+            Ok(_) | Err(_) if std::time::Instant::now() > deadline => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
 pub async fn run(
     api: &Api,
     s3: &aws_sdk_s3::Client,
@@ -95,27 +123,38 @@ pub async fn run(
         let mp_left = !r.upload_id.is_empty() && multiparts.contains(&r.upload_id);
         if r.outcome == Outcome::Completed {
             *completed_keys.entry(r.file_key.as_str()).or_default() += 1;
-            match object_sha256(s3, bucket, &r.file_key).await {
-                Some(sha) if sha == r.sha256 => {}
-                Some(_) => v.lost.push(format!("{}: sha256 differs", r.token)),
-                None => v
+            // Verified by the client the moment it saw the upload completed (then deleted).
+            match &r.verified {
+                Verified::Ok => {}
+                Verified::WrongSha256(sha) => v.lost.push(format!(
+                    "{}: object {} has sha256 {sha}, content {}",
+                    r.token, r.file_key, r.sha256
+                )),
+                Verified::Missing | Verified::No => v
                     .lost
                     .push(format!("{}: no object {}", r.token, r.file_key)),
             }
         }
-        if r.outcome == Outcome::Aborted && mp_left {
+        if r.deleted && on_storage {
+            // Written again after the client verified and deleted it: a second complete.
+            v.duplicates
+                .push(format!("{key}: object back after the client deleted it"));
+        }
+        if matches!(r.outcome, Outcome::Aborted | Outcome::Expired) && mp_left {
             v.aborted_leftovers.push(format!(
                 "{} ({status}): multipart {} left",
                 r.token, r.upload_id
             ));
         }
         let agrees = match status.as_str() {
-            "completed" => on_storage && !mp_left,
+            // A client that verified its object deleted it.
+            "completed" => (on_storage || r.deleted) && !mp_left,
             "aborted" | "expired" | "failed" => !on_storage && !mp_left,
             // In progress: a multipart upload, no object yet.
             "active" | "paused" => !on_storage && (mp_left || r.upload_id.is_empty()),
             _ => false,
         };
+        v.statuses.push((r.token.clone(), status.clone()));
         if code != 200 || !agrees {
             v.status_mismatches.push(format!(
                 "{}: API {code} {status}, object {on_storage}, multipart {mp_left}, client {:?}",
@@ -134,9 +173,9 @@ pub async fn run(
             // An object a client did not see complete: only a duplicate if the API does
             // not report its upload completed either (a client that gave up may have
             // missed the answer).
-            let known = records
-                .iter()
-                .any(|r| r.file_key == *k && !matches!(r.outcome, Outcome::Aborted));
+            let known = records.iter().any(|r| {
+                r.file_key == *k && !matches!(r.outcome, Outcome::Aborted | Outcome::Expired)
+            });
             if !known {
                 v.duplicates
                     .push(format!("{k}: object of no completed upload"));

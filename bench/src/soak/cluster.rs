@@ -29,9 +29,20 @@ pub struct Proc {
     /// Peak RSS seen over all of this slot's lives (kB), and the latest RSS.
     pub peak_kib: u64,
     pub last_kib: u64,
+    /// Where this process serves Prometheus text (`/metrics`).
+    pub metrics_url: String,
+    /// Job attempts that ended in `retry`, and all job attempts, over this slot's lives
+    /// (see `metrics`).
+    pub retries: super::metrics::LifeCounter,
+    pub runs: super::metrics::LifeCounter,
 }
 
 impl Proc {
+    /// How many times this slot's process was started.
+    pub fn lives(&self) -> u32 {
+        self.lives
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -44,6 +55,8 @@ impl Proc {
         };
         // One log per life: a restart must not truncate the log of the life it replaces.
         self.lives += 1;
+        self.retries.new_life();
+        self.runs.new_life();
         let log = self.log.with_extension(format!("{}.log", self.lives));
         let mut cmd = command(bin, &self.vars, &log)?;
         cmd.stdout(Stdio::null());
@@ -108,7 +121,7 @@ pub struct Cluster {
     /// The processes' logs, kept after the run: a failed invariant is read from them.
     pub dir: PathBuf,
     /// Between the cluster and moto: counts storage's completes.
-    pub counter: super::s3_counter::Counter,
+    pub counter: std::sync::Arc<super::s3_counter::Counter>,
 }
 
 impl Drop for Cluster {
@@ -137,7 +150,9 @@ pub fn s3_client() -> Result<aws_sdk_s3::Client> {
     Ok(aws_sdk_s3::Client::from_conf(config))
 }
 
-pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
+/// `extra`: settings for every process on top of the soak's own (the webhook receiver's
+/// allowance, the sweep interval).
+pub async fn start(apis: usize, workers: usize, extra: &[(&str, String)]) -> Result<Cluster> {
     use sea_orm::{ConnectionTrait, Database};
     let admin_url = env("PARTWAY_TEST_DATABASE_URL")?;
     let admin = Database::connect(&admin_url).await?;
@@ -157,7 +172,7 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .parse()?;
-    let counter = super::s3_counter::Counter::start(moto, &bucket).await?;
+    let counter = std::sync::Arc::new(super::s3_counter::Counter::start(moto, &bucket).await?);
     let vars: Vec<(String, String)> = vec![
         ("PARTWAY_DATABASE_URL".into(), db_url.clone()),
         ("PARTWAY_AMQP_URL".into(), env("PARTWAY_TEST_AMQP_URL")?),
@@ -180,6 +195,8 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
         ("PARTWAY_RATE_LIMIT_ANON".into(), "off".into()),
         ("RUST_LOG".into(), "warn".into()),
     ];
+    let mut vars = vars;
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let dir = tempfile::Builder::new()
         .prefix("partway-soak-")
         .tempdir()?
@@ -201,19 +218,30 @@ pub async fn start(apis: usize, workers: usize) -> Result<Cluster> {
             lives: 0,
             peak_kib: 0,
             last_kib: 0,
+            // An API serves /metrics on its own address to loopback clients.
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            retries: Default::default(),
+            runs: Default::default(),
         });
     }
     for i in 0..workers {
+        // A worker serves /metrics only on PARTWAY_METRICS_BIND.
+        let port = free_port()?;
+        let mut v = vars.clone();
+        v.push(("PARTWAY_METRICS_BIND".into(), format!("127.0.0.1:{port}")));
         procs.push(Proc {
             kind: Kind::Worker,
             name: format!("worker-{i}"),
-            vars: vars.clone(),
+            vars: v,
             log: dir.join(format!("worker-{i}")),
             child: None,
             stopped: false,
             lives: 0,
             peak_kib: 0,
             last_kib: 0,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            retries: Default::default(),
+            runs: Default::default(),
         });
     }
     let mut cluster = Cluster {

@@ -9,12 +9,17 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::JoinHandle,
 };
 
@@ -27,12 +32,22 @@ pub struct Completes {
 pub struct Counter {
     pub addr: SocketAddr,
     pub completes: Arc<Mutex<Completes>>,
-    accept: JoinHandle<()>,
+    upstream: SocketAddr,
+    needle: Arc<Vec<u8>>,
+    /// The accept loop of the current listener (None while the proxy is down).
+    accept: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped by `restart`: every open connection ends when it changes.
+    generation: watch::Sender<u64>,
+    /// Connections open now (client side).
+    pub open: Arc<AtomicUsize>,
 }
 
 impl Drop for Counter {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Ok(Some(a)) = self.accept.lock().map(|mut a| a.take()) {
+            a.abort();
+        }
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
@@ -40,23 +55,66 @@ impl Counter {
     pub async fn start(upstream: SocketAddr, bucket: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let completes = Arc::new(Mutex::new(Completes::default()));
-        let needle = format!("POST /{bucket}/").into_bytes();
-        let c = completes.clone();
-        let accept = tokio::spawn(async move {
+        let (generation, _) = watch::channel(0);
+        let c = Self {
+            addr,
+            completes: Arc::new(Mutex::new(Completes::default())),
+            upstream,
+            needle: Arc::new(format!("POST /{bucket}/").into_bytes()),
+            accept: Mutex::new(None),
+            generation,
+            open: Arc::new(AtomicUsize::new(0)),
+        };
+        c.listen(listener);
+        Ok(c)
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let (c, needle, upstream) = (self.completes.clone(), self.needle.clone(), self.upstream);
+        let (generation, open) = (self.generation.clone(), self.open.clone());
+        let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (c, needle) = (c.clone(), needle.clone());
+                let (c, needle, open) = (c.clone(), needle.clone(), open.clone());
+                let mut restarted = generation.subscribe();
                 tokio::spawn(async move {
+                    open.fetch_add(1, Ordering::Relaxed);
                     // A broken connection ends only itself; the client sees it closed.
-                    let _ = forward(client, upstream, needle, c).await;
+                    tokio::select! {
+                        _ = forward(client, upstream, &needle, &c) => {}
+                        // A restart drops the connection mid-request (both sockets close).
+                        _ = restarted.changed() => {}
+                    }
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
-        Ok(Self {
-            addr,
-            completes,
-            accept,
-        })
+        if let Ok(mut a) = self.accept.lock() {
+            *a = Some(task);
+        }
+    }
+
+    /// Restarts the proxy as a crashed and restarted process would look to its clients:
+    /// every open connection is dropped, the port refuses connections for `down`, then
+    /// accepts again on the same address.
+    pub async fn restart(&self, down: Duration) -> std::io::Result<()> {
+        let task = self.accept.lock().ok().and_then(|mut a| a.take());
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await; // the listener is closed once the task is gone
+        }
+        self.generation.send_modify(|g| *g += 1);
+        tokio::time::sleep(down).await;
+        // The port was ours a moment ago; retried in case a connect races the bind.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        self.listen(listener);
+        Ok(())
     }
 }
 
@@ -101,8 +159,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 async fn forward(
     client: TcpStream,
     upstream: SocketAddr,
-    needle: Vec<u8>,
-    completes: Arc<Mutex<Completes>>,
+    needle: &[u8],
+    completes: &Mutex<Completes>,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
@@ -119,7 +177,7 @@ async fn forward(
             }
             let fresh_from = window.len();
             window.extend_from_slice(&buf[..n]);
-            scan(&window, fresh_from, &needle, &completes);
+            scan(&window, fresh_from, needle, completes);
             let keep = window.len().saturating_sub(TAIL);
             window.drain(..keep);
             server_write.write_all(&buf[..n]).await?;
