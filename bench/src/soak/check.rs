@@ -20,6 +20,8 @@ pub struct Verdict {
     pub recomplete_mismatches: Vec<String>,
     /// Terminal events of uploads that reached that status, never delivered.
     pub undelivered_events: Vec<String>,
+    /// Uploads of a CLI file left unfinished beside the one the CLI finished.
+    pub left_behind: Vec<String>,
     /// (resume token, status the API reports) of every upload a client started.
     pub statuses: Vec<(String, String)>,
 }
@@ -33,6 +35,7 @@ impl Verdict {
             && self.status_mismatches.is_empty()
             && self.recomplete_mismatches.is_empty()
             && self.undelivered_events.is_empty()
+            && self.left_behind.is_empty()
     }
 }
 

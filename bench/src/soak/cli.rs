@@ -207,7 +207,12 @@ async fn others(api: &Api, fp: &str, size: u64, seed: u64, finished: Option<&str
                 "[soak] cli: upload {} of {} left {} (the CLI finished another)",
                 u["resumeToken"], u["filename"], u["status"]
             );
-            api.stats.cli_orphans.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut orphans) = api.stats.cli_orphans.lock() {
+                orphans.push(format!(
+                    "{} of {} left {}",
+                    u["resumeToken"], u["filename"], u["status"]
+                ));
+            }
         } else {
             api.stats
                 .cli_extra_completed

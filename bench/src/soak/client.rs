@@ -90,8 +90,9 @@ pub struct Stats {
     /// the file again): verified like the others.
     pub cli_extra_completed: AtomicUsize,
     /// Uploads of a CLI file other than the one the CLI finished, left unfinished: the CLI
-    /// started the file again while an upload of it existed (e.g. a retried init).
-    pub cli_orphans: AtomicUsize,
+    /// started the file again while an upload of it existed (e.g. an init retried without
+    /// its Idempotency-Key). An invariant: a user's upload is never left behind.
+    pub cli_orphans: Mutex<Vec<String>>,
 }
 
 impl Stats {
