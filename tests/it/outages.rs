@@ -227,9 +227,11 @@ async fn with_postgresql_down_the_api_answers_503_and_recovers_without_restart()
     api.init("after.bin", MIB).await;
 }
 
-/// A worker whose storage call ends while PostgreSQL is down cannot record the job's
-/// outcome then; it records it once PostgreSQL is back, instead of leaving the job
-/// `running` (and the upload `initiating`) until its lease lapses (issue 15).
+/// PostgreSQL goes while an init waits for its job, and while the job is inside its
+/// storage call. The init, already committed, answers 202 with the upload (not a 5xx a
+/// client would retry into a second upload); the worker cannot record the job's outcome
+/// then, and records it once PostgreSQL is back instead of leaving the job `running` (and
+/// the upload `initiating`) until its lease lapses (issue 15).
 #[tokio::test]
 async fn a_job_outcome_blocked_by_a_postgresql_outage_is_recorded_when_it_returns() {
     let Some(postgres) = PrivateService::start("postgres") else {
@@ -257,11 +259,16 @@ async fn a_job_outcome_blocked_by_a_postgresql_outage_is_recorded_when_it_return
     // Storage answers are held, so the init job is inside its storage call when the
     // database goes.
     gate.close();
-    let (status, doc) = api
-        .post("/api/v1/upload/multipart/init", init_body("held.bin"))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
-    let token = doc["resumeToken"].as_str().unwrap().to_string();
+    let waiting = {
+        let api = Api::new(api.base.clone(), api.key.clone());
+        tokio::spawn(async move {
+            api.post(
+                "/api/v1/upload/multipart/init?wait=60",
+                init_body("held.bin"),
+            )
+            .await
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while gate.held() == 0 {
         assert!(
@@ -271,6 +278,10 @@ async fn a_job_outcome_blocked_by_a_postgresql_outage_is_recorded_when_it_return
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     postgres.stop();
+    let (status, doc) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+    assert_eq!(doc["status"], json!("initiating"), "{doc}");
+    let token = doc["resumeToken"].as_str().unwrap().to_string();
     gate.open();
     let deadline = Instant::now() + Duration::from_secs(30);
     // The outcome's write failed: this build tries again, an older one gave the job up
@@ -302,6 +313,8 @@ async fn a_job_outcome_blocked_by_a_postgresql_outage_is_recorded_when_it_return
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (_, list) = api.get("/api/v1/uploads").await;
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 1, "{list}");
 }
 
 #[tokio::test]

@@ -29,7 +29,25 @@ impl Settled {
 
 impl App {
     /// Waits for the accepted job when asked to, then reloads the upload.
+    ///
+    /// The request is committed by now. A dependency lost while waiting or reading the
+    /// upload back makes the answer "accepted" (the upload as it was accepted), not an
+    /// error: a client retries a 5xx, and a retried init without an `Idempotency-Key`
+    /// would make a second upload (the chaos soak saw one, issue 15).
     pub async fn settle(&self, accepted: Accepted, wait: Wait) -> Result<Settled, AppError> {
+        match self.wait_and_reload(&accepted, wait).await {
+            Err(AppError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "answering accepted: the wait could not finish");
+                Ok(Settled {
+                    upload: accepted.upload,
+                    finished: false,
+                })
+            }
+            settled => settled,
+        }
+    }
+
+    async fn wait_and_reload(&self, accepted: &Accepted, wait: Wait) -> Result<Settled, AppError> {
         let finished = match accepted.job_id {
             _ if wait.is_zero() => false,
             None => true,
