@@ -166,12 +166,21 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Answer<T>, ApiError> {
-        // Init and complete remember an `Idempotency-Key` (DESIGN §4). One key per call, the
-        // same on each of its retries: a retry after an answer that was lost (a 5xx, a
-        // dropped connection) gets the first answer instead of a second upload.
-        let key = uuid::Uuid::new_v4().to_string();
+        self.post_with_key(path, body, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// [`Client::post`] with this `Idempotency-Key`. Init and complete remember it (DESIGN
+    /// §4); it is the same on each retry of the call, so a retry after an answer that was
+    /// lost (a 5xx, a dropped connection) gets the first answer instead of a second upload.
+    pub(crate) async fn post_with_key<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        key: &str,
+    ) -> Result<Answer<T>, ApiError> {
         let (status, text) = self
-            .request(Method::POST, path, Some(body), Some(&key))
+            .request(Method::POST, path, Some(body), Some(key))
             .await?;
         Ok(if status == StatusCode::ACCEPTED {
             Answer::Accepted(self.parse(&text)?)

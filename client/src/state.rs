@@ -6,11 +6,17 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+/// A file's upload on a server: its resume token once init answered; before that, the
+/// `Idempotency-Key` the init was sent with, so a run killed before the answer sends
+/// the same key again and gets the upload that init made (not a second one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
     pub server: String,
-    pub resume_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_key: Option<String>,
 }
 
 type State = BTreeMap<String, Entry>;
@@ -76,5 +82,5 @@ pub(crate) fn remove(key: &str) -> Result<(), String> {
 }
 
 pub(crate) fn forget_token(token: &str) -> Result<(), String> {
-    update(|s| s.retain(|_, e| e.resume_token != token))
+    update(|s| s.retain(|_, e| e.resume_token.as_deref() != Some(token)))
 }

@@ -184,10 +184,14 @@ impl Client {
 
         let mut resumed = false;
         let mut plan = None;
-        // The state file knows the upload of this file; without it (another state dir, a
-        // wiped home), the server finds it by the fingerprint sent as metadata at init.
-        let (earlier, in_state) = match state::get(&state_key).filter(|e| e.server == self.base) {
-            Some(entry) => (Some(entry.resume_token), true),
+        // The state file knows the upload of this file, or the key of an init whose run
+        // died before the answer; without it (another state dir, a wiped home), the
+        // server finds it by the fingerprint sent as metadata at init.
+        let entry = state::get(&state_key).filter(|e| e.server == self.base);
+        let unanswered_init = entry.as_ref().and_then(|e| e.init_key.clone());
+        let (earlier, in_state) = match entry.and_then(|e| e.resume_token) {
+            Some(token) => (Some(token), true),
+            None if unanswered_init.is_some() => (None, true),
             None => (self.find_unfinished(&fingerprint, size).await?, false),
         };
         if let Some(token) = earlier {
@@ -220,19 +224,53 @@ impl Client {
                 }
             }
         }
+        let init = |key: String, reused: bool| {
+            self.init(
+                &filename,
+                size,
+                &canonical,
+                options.part_size,
+                &fingerprint,
+                &state_key,
+                key,
+                reused,
+            )
+        };
+        if let (None, Some(key)) = (&plan, unanswered_init) {
+            // The same key again: the server answers with the upload that init made, if it
+            // got there, and what storage holds of it is resumed.
+            match init(key, true).await? {
+                Resumed::Plan(p) => {
+                    say(
+                        None,
+                        &format!(
+                            "resuming {}: {} of {} parts already stored",
+                            p.token,
+                            p.total_parts - p.parts.len() as u64,
+                            p.total_parts
+                        ),
+                    );
+                    resumed = true;
+                    plan = Some(p);
+                }
+                Resumed::Completed(doc) => {
+                    let _ = state::remove(&state_key);
+                    return Ok(outcome(Completed::Status(doc), true, 0, 0, 0, started));
+                }
+                Resumed::Gone(why) => {
+                    say(None, &format!("the earlier upload is {why}; starting over"));
+                }
+            }
+        }
         let plan = match plan {
             Some(plan) => plan,
-            None => {
-                self.init(
-                    &filename,
-                    size,
-                    &canonical,
-                    options.part_size,
-                    &fingerprint,
-                    &state_key,
-                )
-                .await?
-            }
+            None => match init(uuid::Uuid::new_v4().to_string(), false).await? {
+                Resumed::Plan(plan) => plan,
+                Resumed::Completed(doc) => {
+                    return Err(format!("upload {} is already completed", doc.resume_token))
+                }
+                Resumed::Gone(why) => return Err(format!("the new upload is {why}")),
+            },
         };
 
         let pb = progress_bar(
@@ -283,6 +321,9 @@ impl Client {
         Ok(result)
     }
 
+    /// Init under `key`, written to the state file before the request leaves. `reused`: an
+    /// earlier run sent it and died before the answer, so the upload may hold parts.
+    #[allow(clippy::too_many_arguments)]
     async fn init(
         &self,
         filename: &str,
@@ -291,7 +332,9 @@ impl Client {
         part_size: Option<u64>,
         fingerprint: &str,
         state_key: &str,
-    ) -> Result<Plan, String> {
+        key: String,
+        reused: bool,
+    ) -> Result<Resumed, String> {
         let body = InitRequest {
             filename: filename.to_string(),
             file_size: size,
@@ -300,8 +343,16 @@ impl Client {
             metadata: Some([(FINGERPRINT_KEY.to_string(), fingerprint.to_string())].into()),
             ..Default::default()
         };
+        state::put(
+            state_key,
+            state::Entry {
+                server: self.base.clone(),
+                resume_token: None,
+                init_key: Some(key.clone()),
+            },
+        )?;
         let answer = self
-            .post::<InitResult>("/upload/multipart/init?wait=60", &body)
+            .post_with_key::<InitResult>("/upload/multipart/init?wait=60", &body, &key)
             .await
             .map_err(|e| format!("starting the upload failed: {e}"))?;
         let token = match &answer {
@@ -310,21 +361,20 @@ impl Client {
         };
         // Written right away: from here on an interrupted run resumes this upload.
         self.remember(state_key, &token)?;
-        if let Answer::Done(init) = answer {
-            let (parts, urls) = parts_of(init.part_urls);
-            return Ok(Plan {
-                total_parts: init.total_parts.into(),
-                token,
-                parts,
-                urls,
-                uploaded_bytes: 0,
-            });
-        }
-        // 202: the init job outlived the wait. Let it settle, then resume for the URLs.
-        match self.resume_plan(&token).await? {
-            Resumed::Plan(plan) => Ok(plan),
-            Resumed::Completed(_) => Err(format!("upload {token} is already completed")),
-            Resumed::Gone(why) => Err(format!("upload {token} is {why}")),
+        match answer {
+            Answer::Done(init) if !reused => {
+                let (parts, urls) = parts_of(init.part_urls);
+                Ok(Resumed::Plan(Plan {
+                    total_parts: init.total_parts.into(),
+                    token,
+                    parts,
+                    urls,
+                    uploaded_bytes: 0,
+                }))
+            }
+            // 202 (the init job outlived the wait), or an earlier run's upload: let it
+            // settle, then resume for what is missing.
+            _ => self.resume_plan(&token).await,
         }
     }
 
@@ -334,7 +384,8 @@ impl Client {
             state_key,
             state::Entry {
                 server: self.base.clone(),
-                resume_token: token.to_string(),
+                resume_token: Some(token.to_string()),
+                init_key: None,
             },
         )
     }

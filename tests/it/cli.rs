@@ -90,6 +90,64 @@ async fn an_init_whose_answer_was_lost_is_retried_into_the_same_upload() {
     assert_eq!(downloaded_sha(&app, token).await, want);
 }
 
+/// A run is killed while its init is on the way; the init reaches the server only after
+/// the next run has finished the file. The next run sends the same `Idempotency-Key`
+/// (kept in the state file before the init left), so both inits are one upload: none is
+/// left behind. The chaos soak saw the second upload.
+#[tokio::test]
+async fn a_run_killed_during_its_init_leaves_no_second_upload() {
+    let app = TestApp::spawn().await;
+    let gate = Gate::start(&app.base).await;
+    gate.hold_next("/upload/multipart/init");
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = write_file(dir.path(), "killed.bin", 6 * MIB, 9);
+    let mut first = partway(&app, dir.path())
+        .env("PARTWAY_SERVER", gate.endpoint())
+        .args(["upload", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gate.held() == 0 {
+        assert!(Instant::now() < deadline, "the init never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await.unwrap();
+    let entries = state_entries(dir.path());
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = entries.values().next().unwrap();
+    assert!(
+        entry["initKey"].is_string() && entry.get("resumeToken").is_none(),
+        "{entry}"
+    );
+
+    let second = partway(&app, dir.path())
+        .env("PARTWAY_SERVER", gate.endpoint())
+        .args(["upload", file.to_str().unwrap(), "--json"])
+        .output()
+        .await
+        .unwrap();
+    let result = last_json(&second);
+    let token = result["resumeToken"].as_str().unwrap();
+    assert_eq!(downloaded_sha(&app, token).await, want);
+
+    // Now the first run's init arrives.
+    gate.open();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gate.answered_after_hold() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held init was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = uploads(&app).await;
+    assert_eq!(all.len(), 1, "one upload: {all:?}");
+    assert_eq!(all[0]["resumeToken"], token);
+    assert!(state_entries(dir.path()).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_64mib_and_download_matches() {
     let app = TestApp::spawn().await;
