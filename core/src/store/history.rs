@@ -9,7 +9,10 @@ use partway_entity::{
     job::{self, JobState},
     webhook_attempt, webhook_delivery,
 };
-use sea_orm::{sea_query::Query, ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    sea_query::{Query, SelectStatement},
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
 
 use super::{events::PENDING, idempotency::WINDOW, Store};
 
@@ -32,93 +35,82 @@ impl Pruned {
     }
 }
 
+/// Deletes at most [`PRUNE_BATCH`] rows of `E` matching `which`, by their `id` column.
+async fn delete_batch<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    id: E::Column,
+    which: Condition,
+) -> Result<u64, DbErr> {
+    let ids = Query::select()
+        .column(id)
+        .from(E::default())
+        .cond_where(which)
+        .limit(PRUNE_BATCH)
+        .to_owned();
+    Ok(E::delete_many()
+        .filter(id.in_subquery(ids))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+/// The deliveries still being retried: their attempts and events are kept.
+fn pending_deliveries(column: webhook_delivery::Column) -> SelectStatement {
+    Query::select()
+        .column(column)
+        .from(webhook_delivery::Entity)
+        .cond_where(webhook_delivery::Column::State.eq(PENDING))
+        .to_owned()
+}
+
 impl Store {
     /// Deletes history older than `before`. Work still owed is never touched: pending
     /// and running jobs, pending deliveries, their attempts, and the events they carry.
     pub async fn prune_history(&self, before: DateTime<Utc>) -> Result<Pruned, DbErr> {
-        let finished_jobs = Query::select()
-            .column(job::Column::Id)
-            .from(job::Entity)
-            .cond_where(
-                Condition::all()
-                    .add(job::Column::State.is_in([JobState::Done, JobState::Failed]))
-                    .add(job::Column::UpdatedAt.lt(before)),
-            )
-            .limit(PRUNE_BATCH)
-            .to_owned();
-        let jobs = job::Entity::delete_many()
-            .filter(job::Column::Id.in_subquery(finished_jobs))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-
-        // The attempts of a delivery still being retried are its story so far: kept.
-        let retrying = Query::select()
-            .column(webhook_delivery::Column::Id)
-            .from(webhook_delivery::Entity)
-            .cond_where(webhook_delivery::Column::State.eq(PENDING))
-            .to_owned();
-        let old_attempts = Query::select()
-            .column(webhook_attempt::Column::Id)
-            .from(webhook_attempt::Entity)
-            .cond_where(
-                Condition::all()
-                    .add(webhook_attempt::Column::AttemptedAt.lt(before))
-                    .add(webhook_attempt::Column::DeliveryId.not_in_subquery(retrying)),
-            )
-            .limit(PRUNE_BATCH)
-            .to_owned();
-        let attempts = webhook_attempt::Entity::delete_many()
-            .filter(webhook_attempt::Column::Id.in_subquery(old_attempts))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-
-        let settled_deliveries = Query::select()
-            .column(webhook_delivery::Column::Id)
-            .from(webhook_delivery::Entity)
-            .cond_where(
-                Condition::all()
-                    .add(webhook_delivery::Column::State.ne(PENDING))
-                    .add(webhook_delivery::Column::FinishedAt.lt(before)),
-            )
-            .limit(PRUNE_BATCH)
-            .to_owned();
-        let deliveries = webhook_delivery::Entity::delete_many()
-            .filter(webhook_delivery::Column::Id.in_subquery(settled_deliveries))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-
-        // An event still owed to an endpoint stays, whatever its age.
-        let owed = Query::select()
-            .column(webhook_delivery::Column::EventId)
-            .from(webhook_delivery::Entity)
-            .cond_where(webhook_delivery::Column::State.eq(PENDING))
-            .to_owned();
-        let old_events = Query::select()
-            .column(event::Column::Id)
-            .from(event::Entity)
-            .cond_where(
-                Condition::all()
-                    .add(event::Column::CreatedAt.lt(before))
-                    .add(event::Column::Id.not_in_subquery(owed)),
-            )
-            .limit(PRUNE_BATCH)
-            .to_owned();
-        let events = event::Entity::delete_many()
-            .filter(event::Column::Id.in_subquery(old_events))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-
+        let jobs = delete_batch::<job::Entity>(
+            &self.db,
+            job::Column::Id,
+            Condition::all()
+                .add(job::Column::State.is_in([JobState::Done, JobState::Failed]))
+                .add(job::Column::UpdatedAt.lt(before)),
+        )
+        .await?;
+        let attempts = delete_batch::<webhook_attempt::Entity>(
+            &self.db,
+            webhook_attempt::Column::Id,
+            Condition::all()
+                .add(webhook_attempt::Column::AttemptedAt.lt(before))
+                .add(
+                    webhook_attempt::Column::DeliveryId
+                        .not_in_subquery(pending_deliveries(webhook_delivery::Column::Id)),
+                ),
+        )
+        .await?;
+        let deliveries = delete_batch::<webhook_delivery::Entity>(
+            &self.db,
+            webhook_delivery::Column::Id,
+            Condition::all()
+                .add(webhook_delivery::Column::State.ne(PENDING))
+                .add(webhook_delivery::Column::FinishedAt.lt(before)),
+        )
+        .await?;
+        let events = delete_batch::<event::Entity>(
+            &self.db,
+            event::Column::Id,
+            Condition::all()
+                .add(event::Column::CreatedAt.lt(before))
+                .add(
+                    event::Column::Id
+                        .not_in_subquery(pending_deliveries(webhook_delivery::Column::EventId)),
+                ),
+        )
+        .await?;
         // A key older than its window is already ignored (and deleted when looked up).
         let idempotency_keys = idempotency_key::Entity::delete_many()
             .filter(idempotency_key::Column::CreatedAt.lt(Utc::now() - WINDOW))
             .exec(&self.db)
             .await?
             .rows_affected;
-
         Ok(Pruned {
             jobs,
             deliveries,
