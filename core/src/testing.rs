@@ -311,6 +311,20 @@ impl JobQueue for ManualQueue {
     }
 }
 
+/// An init of `file_size` bytes named `filename`, with the server's defaults for the rest.
+pub fn init_input(filename: &str, file_size: u64) -> crate::usecases::InitInput {
+    crate::usecases::InitInput {
+        filename: filename.into(),
+        file_size,
+        content_type: "application/octet-stream".into(),
+        provider: None,
+        part_size: None,
+        metadata: BTreeMap::new(),
+        credentials: Default::default(),
+        sizing: None,
+    }
+}
+
 /// The App on SQLite in memory with [`MemoryStorage`], and a caller to act as.
 pub struct TestApp {
     pub app: Arc<App>,
@@ -462,14 +476,8 @@ impl TestApp {
         part_size: u64,
     ) -> (String, partway_entity::upload::Model) {
         let input = crate::usecases::InitInput {
-            filename: "file.bin".into(),
-            file_size,
-            content_type: "application/octet-stream".into(),
-            provider: None,
             part_size: Some(part_size),
-            metadata: BTreeMap::new(),
-            credentials: Default::default(),
-            sizing: None,
+            ..init_input("file.bin", file_size)
         };
         let accepted = self
             .app

@@ -301,22 +301,12 @@ mod tests {
     async fn a_long_job_keeps_its_lease_while_it_runs() {
         use crate::{
             domain::MIB,
-            testing::{StorageCall, TestApp},
-            usecases::InitInput,
+            testing::{init_input, StorageCall, TestApp},
         };
         let lease = Duration::from_millis(800);
         let t = TestApp::with_lease(lease).await;
         let release = t.storage.hold_next(StorageCall::Create);
-        let input = InitInput {
-            filename: "slow.bin".into(),
-            file_size: 6 * MIB,
-            content_type: "application/octet-stream".into(),
-            provider: None,
-            part_size: None,
-            metadata: Default::default(),
-            credentials: Default::default(),
-            sizing: None,
-        };
+        let input = init_input("slow.bin", 6 * MIB);
         let accepted = t.app.init(&t.caller, input, None).await.unwrap();
         let id = accepted.job_id.unwrap();
         let app = t.app.clone();

@@ -283,21 +283,16 @@ impl OutboxBatch {
 mod tests {
     use partway_entity::job::JobState;
 
-    use crate::{domain::MIB, jobs::LEASE, testing::TestApp, usecases::InitInput};
+    use crate::{
+        domain::MIB,
+        jobs::LEASE,
+        testing::{init_input, TestApp},
+    };
 
     #[tokio::test]
     async fn an_outcome_is_written_only_under_the_claim_that_ran_the_job() {
         let t = TestApp::new().await;
-        let input = InitInput {
-            filename: "claimed.bin".into(),
-            file_size: 6 * MIB,
-            content_type: "application/octet-stream".into(),
-            provider: None,
-            part_size: None,
-            metadata: Default::default(),
-            credentials: Default::default(),
-            sizing: None,
-        };
+        let input = init_input("claimed.bin", 6 * MIB);
         let accepted = t.app.init(&t.caller, input, None).await.unwrap();
         let id = accepted.job_id.unwrap();
         let store = t.app.store();

@@ -70,7 +70,7 @@ mod tests {
     use crate::{
         domain::{ErrorCode, UploadStatus, MIB},
         ports::{JobRun, StorageError},
-        testing::{StorageCall, TestApp},
+        testing::{init_input, StorageCall, TestApp},
     };
 
     #[tokio::test]
@@ -89,16 +89,7 @@ mod tests {
             StorageCall::Create,
             StorageError::Unavailable("timeout".into()),
         );
-        let input = crate::usecases::InitInput {
-            filename: "a.bin".into(),
-            file_size: 12 * MIB,
-            content_type: "application/octet-stream".into(),
-            provider: None,
-            part_size: None,
-            metadata: Default::default(),
-            credentials: Default::default(),
-            sizing: None,
-        };
+        let input = init_input("a.bin", 12 * MIB);
         let accepted = t.app.init(&t.caller, input.clone(), None).await.unwrap();
         let job = accepted.job_id.unwrap();
         let run = t.app.process_job(job, false).await.unwrap();
