@@ -12,7 +12,7 @@ use std::{
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use super::client::{self, Api, Outcome, Record, Verified, MIB};
+use super::client::{self, Api, Outcome, Record, MIB};
 use crate::Result;
 
 /// How long one CLI upload may take over all its runs.
@@ -192,33 +192,23 @@ async fn others(api: &Api, fp: &str, size: u64, seed: u64, finished: Option<&str
         let key = u["fileKey"].as_str().unwrap_or_default().to_string();
         let completed = u["status"] == "completed";
         let index = api.stats.push(Record {
-            token,
-            upload_id: String::new(),
-            file_key: key.clone(),
-            cli: true,
-            size,
             outcome: Outcome::GaveUp("an upload of the file the CLI did not continue".into()),
-            sha256: String::new(),
-            verified: Verified::No,
-            deleted: false,
+            ..Record::in_flight(token, String::new(), key.clone(), size, true)
         })?;
         if !completed {
-            eprintln!(
-                "[soak] cli: upload {} of {} left {} (the CLI finished another)",
+            let orphan = format!(
+                "{} of {} left {}",
                 u["resumeToken"], u["filename"], u["status"]
             );
+            eprintln!("[soak] cli: upload {orphan} (the CLI finished another)");
             if let Ok(mut orphans) = api.stats.cli_orphans.lock() {
-                orphans.push(format!(
-                    "{} of {} left {}",
-                    u["resumeToken"], u["filename"], u["status"]
-                ));
+                orphans.push(orphan);
             }
         } else {
             api.stats
                 .cli_extra_completed
                 .fetch_add(1, Ordering::Relaxed);
-            let sha = tokio::task::spawn_blocking(move || client::sha256_of(seed, size)).await?;
-            client::completed(api, index, &key, sha).await;
+            client::completed(api, index, &key, seed, size).await?;
         }
     }
     Ok(())
@@ -245,20 +235,14 @@ async fn drive(
             Some(Ok(doc)) if doc["status"] == "completed" => {
                 let token = doc["resumeToken"].as_str().unwrap_or_default().to_string();
                 let key = doc["fileKey"].as_str().unwrap_or_default().to_string();
-                let index = api.stats.push(Record {
-                    token: token.clone(),
-                    upload_id: String::new(),
-                    file_key: key.clone(),
-                    cli: true,
+                let index = api.stats.push(Record::in_flight(
+                    token.clone(),
+                    String::new(),
+                    key.clone(),
                     size,
-                    outcome: Outcome::InFlight,
-                    sha256: String::new(),
-                    verified: Verified::No,
-                    deleted: false,
-                })?;
-                let sha =
-                    tokio::task::spawn_blocking(move || client::sha256_of(seed, size)).await?;
-                client::completed(api, index, &key, sha).await;
+                    true,
+                ))?;
+                client::completed(api, index, &key, seed, size).await?;
                 return Ok(Some(token));
             }
             Some(Ok(doc)) => break format!("partway upload ended {doc}"),

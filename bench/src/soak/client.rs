@@ -65,6 +65,29 @@ pub struct Record {
     pub deleted: bool,
 }
 
+impl Record {
+    /// An upload a client just started (or found), not yet completed.
+    pub fn in_flight(
+        token: String,
+        upload_id: String,
+        file_key: String,
+        size: u64,
+        cli: bool,
+    ) -> Record {
+        Record {
+            token,
+            upload_id,
+            file_key,
+            cli,
+            size,
+            outcome: Outcome::InFlight,
+            sha256: String::new(),
+            verified: Verified::No,
+            deleted: false,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
     /// (start of the call, latency in ms) of every API call answered at once: neither a
@@ -306,6 +329,18 @@ impl Api {
 
     /// One API call, retried with backoff over both APIs until it gets an answer that is
     /// not 5xx/429 or the budget runs out. Returns (status, body).
+    /// `complete?wait=10` of `token`, under a fresh `Idempotency-Key`.
+    pub async fn complete(&self, token: &str) -> Result<(u16, Value)> {
+        let idem = uuid::Uuid::new_v4().to_string();
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/upload/multipart/complete?wait=10",
+            Some(&json!({"resumeToken": token})),
+            Some(&idem),
+        )
+        .await
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -521,17 +556,13 @@ async fn one_upload(api: &Api, size: u64, seed: u64, mode: Mode, nap: Duration) 
         .as_str()
         .ok_or("init: no token")?
         .to_string();
-    let index = api.stats.push(Record {
-        token: token.clone(),
-        upload_id: doc["uploadId"].as_str().unwrap_or_default().to_string(),
-        cli: false,
-        file_key: doc["fileKey"].as_str().unwrap_or_default().to_string(),
+    let index = api.stats.push(Record::in_flight(
+        token.clone(),
+        doc["uploadId"].as_str().unwrap_or_default().to_string(),
+        doc["fileKey"].as_str().unwrap_or_default().to_string(),
         size,
-        outcome: Outcome::InFlight,
-        sha256: String::new(),
-        verified: Verified::No,
-        deleted: false,
-    })?;
+        false,
+    ))?;
     let result = drive(api, index, &token, size, seed, mode, nap).await;
     if let Err(e) = &result {
         api.stats
@@ -608,15 +639,7 @@ async fn drive(
             )
             .await;
     }
-    let idem = uuid::Uuid::new_v4().to_string();
-    let (s, doc) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/upload/multipart/complete?wait=10",
-            Some(&json!({"resumeToken": token})),
-            Some(&idem),
-        )
-        .await?;
+    let (s, doc) = api.complete(token).await?;
     let mut status = doc["status"].as_str().unwrap_or_default().to_string();
     if !(s == 200 || s == 202 || s == 409) {
         return Err(format!("complete: {s} {doc}").into());
@@ -640,15 +663,20 @@ async fn drive(
     if matches!(mode, Mode::Recomplete) {
         recomplete(api, token, &done).await?;
     }
-    // Regenerating up to 64 MiB is CPU work: off the runtime's threads.
-    let sha = tokio::task::spawn_blocking(move || sha256_of(seed, size)).await?;
-    completed(api, index, &file_key, sha).await;
-    Ok(())
+    completed(api, index, &file_key, seed, size).await
 }
 
-/// A client saw its upload completed: verify the object's sha256 at once, record it,
-/// then delete the object.
-pub async fn completed(api: &Api, index: usize, file_key: &str, sha: String) {
+/// A client saw its upload (content `seed`, `size` bytes) completed: verify the object's
+/// sha256 at once, record it, then delete the object.
+pub async fn completed(
+    api: &Api,
+    index: usize,
+    file_key: &str,
+    seed: u64,
+    size: u64,
+) -> Result<()> {
+    // Regenerating up to 64 MiB is CPU work: off the runtime's threads.
+    let sha = tokio::task::spawn_blocking(move || sha256_of(seed, size)).await?;
     let verified = api.verify(file_key, &sha).await;
     let deleted = verified == Verified::Ok && api.delete_object(file_key).await;
     api.stats.set(index, |r| {
@@ -660,20 +688,13 @@ pub async fn completed(api: &Api, index: usize, file_key: &str, sha: String) {
         r.verified = verified;
         r.deleted = deleted;
     });
+    Ok(())
 }
 
 /// `complete` once more (a new idempotency key: a real repeat, not a replay) of a completed
 /// upload: DESIGN §4 answers the same 200 again.
 async fn recomplete(api: &Api, token: &str, first: &Value) -> Result<()> {
-    let idem = uuid::Uuid::new_v4().to_string();
-    let (s, doc) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/upload/multipart/complete?wait=10",
-            Some(&json!({"resumeToken": token})),
-            Some(&idem),
-        )
-        .await?;
+    let (s, doc) = api.complete(token).await?;
     // The fields a completed upload keeps (the URLs are presigned anew each time).
     let same = |f: &str| first[f].is_null() || first[f] == doc[f];
     if s == 200
