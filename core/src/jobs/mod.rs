@@ -160,8 +160,8 @@ impl App {
         }
         // The outcome often is "the database went away", and then so is the place to write
         // it. This worker still holds the job's lease: keep trying while it does, or the job
-        // sits `running` until the lease lapses, minutes after the database is back (the
-        // chaos soak, issue 15). Each write is conditional on this claim, so repeating one
+        // sits `running` until the lease lapses, long after the database is back (the chaos
+        // soak, issue 15). Each write is conditional on this claim, so repeating one
         // whose reply was lost changes nothing.
         let mut pause = OUTCOME_RETRY_FIRST;
         let run = loop {
